@@ -1,0 +1,19 @@
+"""keras_hrf: High-Rank Factorization for small speech-emotion Transformers.
+
+Train with `HRFDense` (a `Dense` with a linear expansion in front of it), then
+`reparameterize(model)` merges every expansion away for deployment.
+"""
+
+from keras_hrf.layers.hrf_dense import HRFDense
+from keras_hrf.reparameterization import is_reparameterizable
+from keras_hrf.reparameterization import reparameterize
+from keras_hrf.reparameterization import reparameterized_copy
+from keras_hrf.version import __version__
+
+__all__ = [
+    "HRFDense",
+    "is_reparameterizable",
+    "reparameterize",
+    "reparameterized_copy",
+    "__version__",
+]
