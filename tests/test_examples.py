@@ -1,0 +1,42 @@
+import importlib.util
+import os
+
+import keras
+import numpy as np
+import pytest
+
+import keras_hrf
+
+EXAMPLES = os.path.join(os.path.dirname(__file__), os.pardir, "examples")
+
+
+def _load_example(name):
+    spec = importlib.util.spec_from_file_location(name, os.path.join(EXAMPLES, f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_quickstart_trains_merges_and_saves(tmp_path, capsys):
+    quickstart = _load_example("quickstart")
+    quickstart.main(["--epochs", "1", "--output", str(tmp_path)])
+    printed = capsys.readouterr().out
+    assert "synthetic" in printed
+    assert "Max |HRF - merged| logit difference" in printed
+
+    hrf = keras.saving.load_model(str(tmp_path / "hrf.keras"), safe_mode=True)
+    merged = keras.saving.load_model(str(tmp_path / "merged.keras"), safe_mode=True)
+    assert any(isinstance(layer, keras_hrf.HRFDense) for layer in hrf.layers)
+    assert not any(isinstance(layer, keras_hrf.HRFDense) for layer in merged.layers)
+    x, _ = quickstart.synthetic_sequences(8, 40, 24, 4, seed=5)
+    np.testing.assert_allclose(
+        merged.predict(x, verbose=0), hrf.predict(x, verbose=0), rtol=1e-4, atol=1e-5
+    )
+
+
+def test_quickstart_help_reads_well(capsys):
+    quickstart = _load_example("quickstart")
+    with pytest.raises(SystemExit) as exit_info:
+        quickstart.main(["--help"])
+    assert exit_info.value.code == 0
+    assert "--hrf-expansion" in capsys.readouterr().out
