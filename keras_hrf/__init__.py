@@ -4,14 +4,24 @@ Train with `HRFDense` (a `Dense` with a linear expansion in front of it), then
 `reparameterize(model)` merges every expansion away for deployment.
 """
 
+from keras_hrf import layers
+from keras_hrf import models
 from keras_hrf.layers.hrf_dense import HRFDense
+from keras_hrf.models import Conformer
+from keras_hrf.models import ConvTransformer
+from keras_hrf.models import SpeechFormer
 from keras_hrf.reparameterization import is_reparameterizable
 from keras_hrf.reparameterization import reparameterize
 from keras_hrf.reparameterization import reparameterized_copy
 from keras_hrf.version import __version__
 
 __all__ = [
+    "Conformer",
+    "ConvTransformer",
     "HRFDense",
+    "SpeechFormer",
+    "layers",
+    "models",
     "is_reparameterizable",
     "reparameterize",
     "reparameterized_copy",

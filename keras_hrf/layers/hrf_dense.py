@@ -284,3 +284,25 @@ class HRFDense(keras.layers.Layer):
 
 def _to_float64(variable):
     return np.asarray(ops.convert_to_numpy(variable), dtype=np.float64)
+
+
+def dense_or_hrf(units, input_dim, hrf_expansion=None, hrf_norm=None, **kwargs):
+    """A plain `Dense(units)`, or an `HRFDense` whose expansion is
+    `round(hrf_expansion * input_dim)` wide when `hrf_expansion` is set.
+
+    Blocks build their projections through this, so that the HRF and the
+    plain variant of a block create the same sublayers in the same order
+    (which is what `reparameterized_copy` relies on).
+    """
+    if hrf_expansion is None:
+        return keras.layers.Dense(units, **kwargs)
+    if isinstance(hrf_expansion, bool) or not isinstance(
+        hrf_expansion, (int, float, np.integer, np.floating)
+    ) or hrf_expansion <= 0:
+        raise ValueError(
+            "Received an invalid value for `hrf_expansion`, expected None or a "
+            f"positive number (a multiple of the input width). Received: "
+            f"hrf_expansion={hrf_expansion!r}"
+        )
+    expansion_units = max(1, int(round(hrf_expansion * input_dim)))
+    return HRFDense(units, expansion_units, expansion_norm=hrf_norm, **kwargs)

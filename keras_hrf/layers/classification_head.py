@@ -1,0 +1,58 @@
+"""`ClassificationHead`: an MLP from a pooled vector to class logits."""
+
+import keras
+
+
+@keras.saving.register_keras_serializable(package="keras_hrf")
+class ClassificationHead(keras.layers.Layer):
+    """`[Dropout -> Dense(h, act)] * len(hidden_dims) -> Dropout -> Dense(classes)`.
+
+    With `hidden_dims=()` it is one linear classifier; SpeechFormer's head is
+    `hidden_dims=(d // 2, d // 4)` with ReLU and dropout 0.5. Outputs logits.
+    """
+
+    def __init__(self, num_classes, hidden_dims=(), activation="relu", dropout=0.0, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+            raise ValueError(
+                "Received an invalid value for `num_classes`, expected an "
+                f"integer >= 2. Received: num_classes={num_classes!r}"
+            )
+        self.num_classes = num_classes
+        self.hidden_dims = tuple(hidden_dims)
+        self.activation = activation
+        self.dropout = dropout
+
+    def build(self, input_shape):
+        self.hidden_layers = []
+        width = input_shape[-1]
+        for index, units in enumerate(self.hidden_dims):
+            layer = keras.layers.Dense(
+                units, activation=self.activation, dtype=self.dtype_policy,
+                name=f"hidden_{index}",
+            )
+            layer.build((None, width))
+            self.hidden_layers.append(layer)
+            width = units
+        self.dropout_layer = keras.layers.Dropout(self.dropout, dtype=self.dtype_policy)
+        # Logits in float32 under mixed precision, for a stable softmax/loss.
+        self.logits = keras.layers.Dense(self.num_classes, dtype="float32", name="logits")
+        self.logits.build((None, width))
+
+    def call(self, inputs, training=None):
+        x = inputs
+        for layer in self.hidden_layers:
+            x = layer(self.dropout_layer(x, training=training))
+        return self.logits(self.dropout_layer(x, training=training))
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (self.num_classes,)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "num_classes": self.num_classes,
+            "hidden_dims": list(self.hidden_dims),
+            "activation": self.activation,
+            "dropout": self.dropout,
+        }

@@ -1,0 +1,138 @@
+"""`SpeechFormer` (Chen et al., Interspeech 2022): a hierarchy of windowed
+Transformer stages that follows the structure of speech."""
+
+import keras
+
+from keras_hrf.layers.classification_head import ClassificationHead
+from keras_hrf.layers.sinusoidal_positions import SinusoidalPositionalEncoding
+from keras_hrf.layers.speechformer_merge import SpeechFormerMerge
+from keras_hrf.layers.transformer_encoder_layer import TransformerEncoderLayer
+from keras_hrf.models.speech_emotion_model import SpeechEmotionModel
+
+
+def stage_windows(window_ms, merge_scales, frame_ms):
+    """Speech-MSA windows in frames of each stage: a stage's frames last
+    `frame_ms` times the product of the earlier merge scales; `None` (the
+    utterance stage) attends globally. Even windows round up to odd."""
+    windows, duration = [], frame_ms
+    for index, span in enumerate(window_ms):
+        if span is None:
+            windows.append(None)
+        else:
+            frames = max(1, int(round(span / duration)))
+            windows.append(frames if frames % 2 else frames + 1)
+        if index < len(merge_scales):
+            duration *= merge_scales[index]
+    return windows
+
+
+@keras.saving.register_keras_serializable(package="keras_hrf")
+class SpeechFormer(SpeechEmotionModel):
+    """Linear(input_dim -> d) + sinusoidal positions -> four stages of post-LN
+    encoder layers with Speech-MSA (frame, phoneme, word, utterance) joined by
+    merge blocks -> mean pooling -> MLP head (d/2, d/4, dropout 0.5).
+
+    Each stage's FFN is `fc1 (d -> d/2) -> ReLU -> fc2` as in the reference;
+    with `hrf_expansion=r`, an `HRFDense` of width `round(r * d)` sits before
+    every fc1. Padding is masked throughout (the reference ignores it).
+
+    Args:
+        num_classes: Number of classes (the output is logits).
+        input_dim: Features per frame (80 log-Mel bins by default).
+        size: `"lite"` or `"large"`; see `presets`.
+        hrf_expansion, hrf_norm, hrf_targets: As in `ConvTransformer`.
+        model_dim: Width of the first stage.
+        layers_per_stage: Encoder layers in each of the four stages.
+        num_heads: Attention heads.
+        merge_scales: Frames merged between stages (three numbers).
+        merge_expand: Width multipliers of the three merges.
+        window_ms: Speech-MSA windows in ms per stage (None: global).
+        frame_ms: Input frame hop in ms (10 for 10 ms log-Mel frames).
+        dropout, attention_dropout: Dropout rates (the head uses 0.5).
+        mask_value: Feature value of padded frames (None: no masking).
+    """
+
+    presets = {
+        "lite": dict(model_dim=96, layers_per_stage=[2, 2, 4, 4], num_heads=4,
+                     merge_expand=[1, 1, 1]),
+        "large": dict(model_dim=192, layers_per_stage=[2, 2, 4, 4], num_heads=8,
+                      merge_expand=[1, 1, 2]),
+    }
+
+    def __init__(
+        self,
+        num_classes,
+        input_dim=80,
+        size="lite",
+        hrf_expansion=None,
+        hrf_norm=None,
+        hrf_targets=("ffn",),
+        model_dim=None,
+        layers_per_stage=None,
+        num_heads=None,
+        merge_expand=None,
+        merge_scales=(5, 5, 4),
+        window_ms=(50, 400, 2000, None),
+        frame_ms=10,
+        dropout=0.1,
+        attention_dropout=0.1,
+        head_dropout=0.5,
+        mask_value=0.0,
+        dtype=None,
+        **kwargs,
+    ):
+        config = dict(
+            num_classes=num_classes, input_dim=input_dim, size=size,
+            hrf_expansion=hrf_expansion, hrf_norm=hrf_norm, hrf_targets=list(hrf_targets),
+            model_dim=model_dim,
+            layers_per_stage=None if layers_per_stage is None else list(layers_per_stage),
+            num_heads=num_heads,
+            merge_expand=None if merge_expand is None else list(merge_expand),
+            merge_scales=list(merge_scales), window_ms=list(window_ms), frame_ms=frame_ms,
+            dropout=dropout, attention_dropout=attention_dropout,
+            head_dropout=head_dropout, mask_value=mask_value,
+        )
+        targets = self.validate_hrf(hrf_expansion, hrf_norm, hrf_targets)
+        s = self.resolve_size(
+            size, model_dim=model_dim, layers_per_stage=layers_per_stage,
+            num_heads=num_heads, merge_expand=merge_expand,
+        )
+        stages = len(s["layers_per_stage"])
+        if len(window_ms) != stages or len(merge_scales) != stages - 1 or len(
+            s["merge_expand"]
+        ) != stages - 1:
+            raise ValueError(
+                f"SpeechFormer needs one window per stage and one merge between "
+                f"stages: received {stages} stages (layers_per_stage="
+                f"{s['layers_per_stage']}), window_ms={list(window_ms)}, "
+                f"merge_scales={list(merge_scales)}, merge_expand={s['merge_expand']}"
+            )
+        windows = stage_windows(window_ms, merge_scales, frame_ms)
+
+        # === Functional Model ===
+        inputs, x = self.features_input(input_dim, mask_value)
+        width = s["model_dim"]
+        x = keras.layers.Dense(width, dtype=dtype, name="input_projection")(x)
+        x = SinusoidalPositionalEncoding(dtype=dtype, name="positions")(x)
+        x = keras.layers.Dropout(dropout, dtype=dtype, name="input_dropout")(x)
+        for stage, num_layers in enumerate(s["layers_per_stage"]):
+            for index in range(num_layers):
+                x = TransformerEncoderLayer(
+                    s["num_heads"], width // 2, dropout=dropout,
+                    attention_dropout=attention_dropout, activation="relu",
+                    window=windows[stage], hrf_expansion=hrf_expansion,
+                    hrf_norm=hrf_norm, hrf_targets=targets, dtype=dtype,
+                    name=f"stage_{stage}_layer_{index}",
+                )(x)
+            if stage < stages - 1:
+                x = SpeechFormerMerge(
+                    merge_scales[stage], expand=s["merge_expand"][stage],
+                    dtype=dtype, name=f"merge_{stage}",
+                )(x)
+                width = int(round(width * s["merge_expand"][stage]))
+        x = keras.layers.GlobalAveragePooling1D(dtype=dtype, name="pool")(x)
+        outputs = ClassificationHead(
+            num_classes, hidden_dims=(width // 2, width // 4), dropout=head_dropout,
+            dtype=dtype, name="head",
+        )(x)
+        super().__init__(inputs, outputs, config=config, dtype=dtype, **kwargs)
