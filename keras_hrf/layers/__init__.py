@@ -10,6 +10,7 @@ from keras_hrf.layers.hrf_block import HRF_TARGETS
 from keras_hrf.layers.hrf_block import HRFBlock
 from keras_hrf.layers.hrf_dense import HRFDense
 from keras_hrf.layers.hrf_dense import dense_or_hrf
+from keras_hrf.layers.log_mel_spectrogram import LogMelSpectrogram
 from keras_hrf.layers.multi_head_self_attention import MultiHeadSelfAttention
 from keras_hrf.layers.sinusoidal_positions import SinusoidalPositionalEncoding
 from keras_hrf.layers.speechformer_merge import SpeechFormerMerge
@@ -25,6 +26,7 @@ __all__ = [
     "HRFBlock",
     "HRFDense",
     "HRF_TARGETS",
+    "LogMelSpectrogram",
     "MultiHeadSelfAttention",
     "SinusoidalPositionalEncoding",
     "SpeechFormerMerge",

@@ -3,7 +3,6 @@
 import keras
 from keras import ops
 
-from keras_hrf.layers.masking import zero_padded_frames
 
 
 @keras.saving.register_keras_serializable(package="keras_hrf")
@@ -46,28 +45,31 @@ class SpeechFormerMerge(keras.layers.Layer):
         )
         self.norm.build((None, None, self.output_dim))
 
-    def _windows(self, x):
-        # (batch, frames, ...) -> (batch, ceil(frames / scale), scale, ...)
-        frames = ops.shape(x)[1]
-        # Unknown while Keras infers shapes symbolically; the padding does not
-        # change the (unknown) window count then.
-        extra = 0 if frames is None else (self.scale - frames % self.scale) % self.scale
-        x = ops.pad(x, [[0, 0], [0, extra]] + [[0, 0]] * (len(x.shape) - 2))
-        return ops.reshape(x, (ops.shape(x)[0], -1, self.scale) + tuple(x.shape[2:]))
+    def _window_sums(self, x):
+        """Sum of each window of `scale` frames of `(batch, frames, channels)`.
+
+        Padding by `scale - 1` zero frames (a static amount, whatever the
+        length) and pooling "valid" gives ceil(frames / scale) windows, each
+        starting at a multiple of `scale`, exactly as padding to a multiple.
+        """
+        x = ops.pad(x, [[0, 0], [0, self.scale - 1], [0, 0]])
+        pooled = ops.average_pool(x, self.scale, strides=self.scale, padding="valid")
+        return pooled * ops.cast(self.scale, pooled.dtype)
 
     def call(self, inputs, mask=None):
         if mask is None:
             mask = ops.ones(ops.shape(inputs)[:2], dtype="bool")
-        valid = self._windows(ops.cast(mask, inputs.dtype))  # (b, w, scale)
-        sums = ops.sum(self._windows(zero_padded_frames(inputs, mask)), axis=2)
-        counts = ops.sum(valid, axis=2, keepdims=True)
+        valid = ops.expand_dims(ops.cast(mask, inputs.dtype), -1)
+        sums = self._window_sums(inputs * valid)
+        counts = self._window_sums(valid)
         means = sums / ops.maximum(counts, ops.cast(1.0, counts.dtype))
         return self.norm(self.projection(means))
 
     def compute_mask(self, inputs, mask=None):
         if mask is None:
             return None
-        return ops.any(self._windows(ops.cast(mask, "bool")), axis=2)
+        valid = ops.expand_dims(ops.cast(mask, "float32"), -1)
+        return ops.squeeze(self._window_sums(valid), -1) > 0.5
 
     def compute_output_shape(self, input_shape):
         frames = input_shape[1]
