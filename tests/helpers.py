@@ -18,12 +18,13 @@ def infer(model, x):
     return to_numpy(model(x, training=False)).astype(np.float64)
 
 
-def fast_compile_options():
-    """The quickest way to run a few training steps on each backend: eager on
-    TensorFlow (tracing costs more than a few tiny steps), jit-compiled on JAX
-    (eager JAX compiles every op separately), eager on PyTorch."""
+def fast_compile_options(many_steps=False):
+    """The quickest way to run training steps on each backend. TensorFlow: a
+    few steps run eagerly (tracing costs more), many in a traced function
+    without XLA (whose compilation costs more than these tiny models gain).
+    JAX: jit-compiled (eager JAX compiles every op separately). PyTorch: eager."""
     if keras.backend.backend() == "tensorflow":
-        return {"run_eagerly": True}
+        return {"jit_compile": False} if many_steps else {"run_eagerly": True}
     return {}
 
 

@@ -148,13 +148,16 @@ def _learnable_problem(samples=96, frames=40, seed=0):
 
 @pytest.mark.parametrize("name", sorted(TINY))
 def test_loss_goes_down_on_a_learnable_problem(name):
-    model = _build(name, hrf_expansion=2, dropout=0.0, attention_dropout=0.0)
+    no_dropout = dict(dropout=0.0, attention_dropout=0.0)
+    if name == "speechformer":
+        no_dropout["head_dropout"] = 0.0  # 0.5 on a 4-unit hidden layer is noise
+    model = _build(name, hrf_expansion=2, **no_dropout)
     x, y = _learnable_problem()
     model.compile(
         optimizer=keras.optimizers.Adam(3e-3),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
-        **fast_compile_options(),
+        **fast_compile_options(many_steps=True),
     )
     initial = model.evaluate(x, y, verbose=0, return_dict=True)
     model.fit(x, y, batch_size=16, epochs=8, verbose=0)
