@@ -4,7 +4,9 @@ Train with `HRFDense` (a `Dense` with a linear expansion in front of it), then
 `reparameterize(model)` merges every expansion away for deployment.
 """
 
+from keras_hrf import audio
 from keras_hrf import layers
+from keras_hrf import metrics
 from keras_hrf import models
 from keras_hrf.layers.hrf_dense import HRFDense
 from keras_hrf.models import Conformer
@@ -20,7 +22,9 @@ __all__ = [
     "ConvTransformer",
     "HRFDense",
     "SpeechFormer",
+    "audio",
     "layers",
+    "metrics",
     "models",
     "is_reparameterizable",
     "reparameterize",

@@ -2,6 +2,8 @@
 
 import keras
 
+from keras_hrf.validation import check_positive_int
+
 
 @keras.saving.register_keras_serializable(package="keras_hrf")
 class ClassificationHead(keras.layers.Layer):
@@ -13,12 +15,7 @@ class ClassificationHead(keras.layers.Layer):
 
     def __init__(self, num_classes, hidden_dims=(), activation="relu", dropout=0.0, **kwargs):
         super().__init__(**kwargs)
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-            raise ValueError(
-                "Received an invalid value for `num_classes`, expected an "
-                f"integer >= 2. Received: num_classes={num_classes!r}"
-            )
-        self.num_classes = num_classes
+        self.num_classes = check_positive_int("num_classes", num_classes, minimum=2)
         self.hidden_dims = tuple(hidden_dims)
         self.activation = activation
         self.dropout = dropout

@@ -8,17 +8,10 @@ from keras import initializers
 from keras import ops
 from keras import regularizers
 
+from keras_hrf.validation import check_hrf_expansion
+from keras_hrf.validation import check_positive_int
+
 _EXPANSION_NORMS = (None, "batch")
-
-
-def _check_positive_int(name, value):
-    # bool is an int subclass; `True` as a width is always a mistake.
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-        raise ValueError(
-            f"Received an invalid value for `{name}`, expected a positive "
-            f"integer. Received: {name}={value!r}"
-        )
-    return int(value)
 
 
 @keras.saving.register_keras_serializable(package="keras_hrf")
@@ -90,8 +83,8 @@ class HRFDense(keras.layers.Layer):
         norm_epsilon=1e-3,
         **kwargs,
     ):
-        units = _check_positive_int("units", units)
-        expansion_units = _check_positive_int("expansion_units", expansion_units)
+        units = check_positive_int("units", units)
+        expansion_units = check_positive_int("expansion_units", expansion_units)
         if expansion_norm not in _EXPANSION_NORMS:
             raise ValueError(
                 "Received an invalid value for `expansion_norm`, expected one "
@@ -294,15 +287,7 @@ def dense_or_hrf(units, input_dim, hrf_expansion=None, hrf_norm=None, **kwargs):
     plain variant of a block create the same sublayers in the same order
     (which is what `reparameterized_copy` relies on).
     """
-    if hrf_expansion is None:
+    if check_hrf_expansion(hrf_expansion) is None:
         return keras.layers.Dense(units, **kwargs)
-    if isinstance(hrf_expansion, bool) or not isinstance(
-        hrf_expansion, (int, float, np.integer, np.floating)
-    ) or hrf_expansion <= 0:
-        raise ValueError(
-            "Received an invalid value for `hrf_expansion`, expected None or a "
-            f"positive number (a multiple of the input width). Received: "
-            f"hrf_expansion={hrf_expansion!r}"
-        )
     expansion_units = max(1, int(round(hrf_expansion * input_dim)))
     return HRFDense(units, expansion_units, expansion_norm=hrf_norm, **kwargs)

@@ -11,6 +11,7 @@ from keras_hrf.layers.hrf_block import HRFBlock
 from keras_hrf.layers.hrf_block import call_projection
 from keras_hrf.layers.hrf_dense import dense_or_hrf
 from keras_hrf.layers.sinusoidal_positions import sinusoidal_encoding
+from keras_hrf.validation import check_positive_int
 
 # Scores are masked in float32 whatever the compute dtype; a finite value keeps
 # fully masked rows (padded queries) finite instead of NaN.
@@ -50,11 +51,7 @@ class MultiHeadSelfAttention(HRFBlock):
         **kwargs,
     ):
         super().__init__(hrf_expansion=hrf_expansion, hrf_norm=hrf_norm, **kwargs)
-        if isinstance(num_heads, bool) or not isinstance(num_heads, int) or num_heads <= 0:
-            raise ValueError(
-                "Received an invalid value for `num_heads`, expected a positive "
-                f"integer. Received: num_heads={num_heads!r}"
-            )
+        num_heads = check_positive_int("num_heads", num_heads)
         if window is not None and (not isinstance(window, int) or window <= 0):
             raise ValueError(
                 "Received an invalid value for `window`, expected None or a "

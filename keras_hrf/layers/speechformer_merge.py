@@ -3,6 +3,8 @@
 import keras
 from keras import ops
 
+from keras_hrf.validation import check_positive_int
+
 
 
 @keras.saving.register_keras_serializable(package="keras_hrf")
@@ -24,12 +26,7 @@ class SpeechFormerMerge(keras.layers.Layer):
 
     def __init__(self, scale, expand=1, layer_norm_epsilon=1e-5, **kwargs):
         super().__init__(**kwargs)
-        if isinstance(scale, bool) or not isinstance(scale, int) or scale <= 0:
-            raise ValueError(
-                "Received an invalid value for `scale`, expected a positive "
-                f"integer. Received: scale={scale!r}"
-            )
-        self.scale = scale
+        self.scale = check_positive_int("scale", scale)
         self.expand = expand
         self.layer_norm_epsilon = layer_norm_epsilon
         self.supports_masking = True

@@ -4,6 +4,7 @@ import keras
 
 from keras_hrf.layers.hrf_block import validate_hrf_targets
 from keras_hrf.reparameterization import _reparameterize_graph
+from keras_hrf.validation import check_hrf_expansion
 
 
 class SpeechEmotionModel(keras.Model):
@@ -37,15 +38,7 @@ class SpeechEmotionModel(keras.Model):
 
     @staticmethod
     def validate_hrf(hrf_expansion, hrf_norm, hrf_targets):
-        if hrf_expansion is not None and (
-            isinstance(hrf_expansion, bool)
-            or not isinstance(hrf_expansion, (int, float))
-            or hrf_expansion <= 0
-        ):
-            raise ValueError(
-                "Received an invalid value for `hrf_expansion`, expected None or a "
-                f"positive number. Received: hrf_expansion={hrf_expansion!r}"
-            )
+        check_hrf_expansion(hrf_expansion)
         if hrf_norm not in (None, "batch"):
             raise ValueError(
                 "Received an invalid value for `hrf_norm`, expected None or "
