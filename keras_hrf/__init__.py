@@ -5,6 +5,8 @@ Train with `HRFDense` (a `Dense` with a linear expansion in front of it), then
 """
 
 from keras_hrf import audio
+from keras_hrf import datasets
+from keras_hrf import features
 from keras_hrf import layers
 from keras_hrf import metrics
 from keras_hrf import models
@@ -23,6 +25,8 @@ __all__ = [
     "HRFDense",
     "SpeechFormer",
     "audio",
+    "datasets",
+    "features",
     "layers",
     "metrics",
     "models",

@@ -1,0 +1,25 @@
+"""Dataset manifests: IEMOCAP, EmoDB, class folders, CSV manifests."""
+
+from keras_hrf.datasets.emodb import EMODB_EMOTIONS
+from keras_hrf.datasets.emodb import load_emodb
+from keras_hrf.datasets.iemocap import IEMOCAP_CLASS_SETS
+from keras_hrf.datasets.iemocap import load_iemocap
+from keras_hrf.datasets.manifest import MANIFEST_COLUMNS
+from keras_hrf.datasets.manifest import DatasetError
+from keras_hrf.datasets.manifest import class_names
+from keras_hrf.datasets.manifest import from_folder
+from keras_hrf.datasets.manifest import make_manifest
+from keras_hrf.datasets.manifest import read_manifest
+
+__all__ = [
+    "DatasetError",
+    "EMODB_EMOTIONS",
+    "IEMOCAP_CLASS_SETS",
+    "MANIFEST_COLUMNS",
+    "class_names",
+    "from_folder",
+    "load_emodb",
+    "load_iemocap",
+    "make_manifest",
+    "read_manifest",
+]

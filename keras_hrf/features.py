@@ -1,0 +1,145 @@
+"""Log-Mel features of a manifest: extraction with a cache, normalization.
+
+Features are computed by the package's `LogMelSpectrogram` layer (Keras'
+`MelSpectrogram`: 25 ms Hann window, 10 ms hop, 80 bins by default), on the
+current Keras backend. A cache keyed by the file, its size and modification
+time, the segment and the feature settings lets repeated runs skip the work.
+Normalization statistics (per Mel bin) come from training folds only.
+"""
+
+import hashlib
+import json
+import os
+import tempfile
+
+import keras
+import numpy as np
+
+from keras_hrf.audio import AudioError
+from keras_hrf.audio import load_audio
+from keras_hrf.layers.log_mel_spectrogram import LogMelSpectrogram
+
+
+class FeatureExtractor:
+    """Waveforms or manifest rows -> `(frames, num_mel_bins)` float32 log-Mel.
+
+    Args:
+        sample_rate: Audio is resampled to this rate first.
+        num_mel_bins, frame_length_ms, frame_step_ms: Feature settings.
+        cache_dir: Folder for cached features (`.npy`), or None for no cache.
+    """
+
+    def __init__(self, sample_rate=16000, num_mel_bins=80, frame_length_ms=25.0,
+                 frame_step_ms=10.0, cache_dir=None):
+        self.settings = {
+            "sample_rate": sample_rate,
+            "num_mel_bins": num_mel_bins,
+            "frame_length_ms": frame_length_ms,
+            "frame_step_ms": frame_step_ms,
+        }
+        self.cache_dir = cache_dir
+        self.layer = LogMelSpectrogram(**self.settings)
+
+    def from_waveform(self, waveform):
+        batch = np.asarray(waveform, dtype=np.float32)[None]
+        return np.asarray(keras.ops.convert_to_numpy(self.layer(batch))[0], dtype=np.float32)
+
+    def from_row(self, row):
+        """Features of one manifest row (a mapping with path, start, end)."""
+        start, end = _seconds(row.get("start")), _seconds(row.get("end"))
+        key = self._cache_key(row["path"], start, end)
+        cached = self._cache_path(key)
+        if cached and os.path.isfile(cached):
+            return np.load(cached)
+        waveform = load_audio(row["path"], self.settings["sample_rate"], start=start, end=end)
+        features = self.from_waveform(waveform)
+        if cached:
+            _save_atomically(cached, features)
+        return features
+
+    def extract(self, manifest, progress=True):
+        """Features of every row, in order, and the rows that failed.
+
+        Returns:
+            `(features, skipped)`: a list with an array, or None for a row that
+            could not be read, and a list of `(row index, path, message)`. The
+            caller decides whether to go on without them; they are never
+            dropped silently.
+        """
+        rows = manifest.to_dict("records")
+        bar = keras.utils.Progbar(len(rows), unit_name="clip") if progress else None
+        features, skipped = [], []
+        for index, row in enumerate(rows):
+            try:
+                features.append(self.from_row(row))
+            except AudioError as error:
+                features.append(None)
+                skipped.append((index, row["path"], str(error)))
+            if bar is not None:
+                bar.update(index + 1, values=[("skipped", len(skipped))] if skipped else None)
+        return features, skipped
+
+    def _cache_key(self, path, start, end):
+        stat = os.stat(path) if os.path.exists(path) else None
+        identity = {
+            "path": os.path.abspath(path),
+            "size": stat.st_size if stat else None,
+            "mtime": stat.st_mtime_ns if stat else None,
+            "start": start,
+            "end": end,
+            **self.settings,
+        }
+        return hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+
+    def _cache_path(self, key):
+        if not self.cache_dir:
+            return None
+        return os.path.join(self.cache_dir, key[:2], key + ".npy")
+
+
+def fit_normalization(features):
+    """Per-bin mean and standard deviation over all frames of `features`
+    (a list of `(frames, bins)` arrays: the training fold only)."""
+    frames = np.concatenate([f for f in features if f is not None], axis=0).astype(np.float64)
+    if frames.size == 0:
+        raise ValueError("fit_normalization needs at least one frame")
+    mean = frames.mean(axis=0)
+    std = np.maximum(frames.std(axis=0), 1e-5)
+    return mean.astype(np.float32), std.astype(np.float32)
+
+
+def normalize(features, mean, std):
+    return ((features - mean) / std).astype(np.float32)
+
+
+def pad_batch(features, max_frames=None):
+    """Stack `(frames, bins)` arrays into `(batch, max_frames, bins)` with
+    zero frames after each utterance (the models' default `mask_value`).
+    Utterances longer than `max_frames` are cut."""
+    longest = max(len(f) for f in features)
+    frames = longest if max_frames is None else max_frames
+    batch = np.zeros((len(features), frames, features[0].shape[-1]), np.float32)
+    for row, item in enumerate(features):
+        batch[row, : min(len(item), frames)] = item[:frames]
+    return batch
+
+
+def _seconds(value):
+    if value is None:
+        return None
+    value = float(value)
+    return None if np.isnan(value) else value
+
+
+def _save_atomically(path, array):
+    folder = os.path.dirname(path)
+    os.makedirs(folder, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=folder, suffix=".npy.tmp")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            np.save(stream, array)
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise

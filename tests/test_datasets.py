@@ -1,0 +1,133 @@
+import os
+
+import pandas as pd
+import pytest
+from fixtures import write_iemocap
+from fixtures import write_tone
+
+from keras_hrf.datasets import MANIFEST_COLUMNS
+from keras_hrf.datasets import DatasetError
+from keras_hrf.datasets import class_names
+from keras_hrf.datasets import from_folder
+from keras_hrf.datasets import load_emodb
+from keras_hrf.datasets import load_iemocap
+from keras_hrf.datasets import read_manifest
+
+EMODB = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, "shared", "data", "emodb")
+
+
+@pytest.mark.skipif(not os.path.isdir(EMODB), reason="../shared/data/emodb is not beside the project")
+def test_emodb_manifest_of_the_real_corpus():
+    manifest = load_emodb(EMODB)
+    assert list(manifest.columns) == list(MANIFEST_COLUMNS)
+    assert len(manifest) == 535
+    assert manifest["speaker"].nunique() == 10 and manifest["group"].nunique() == 10
+    counts = manifest["label"].value_counts().to_dict()
+    assert counts == {"anger": 127, "boredom": 81, "neutral": 79, "happiness": 71,
+                      "fear": 69, "sadness": 62, "disgust": 46}
+    assert all(os.path.isfile(p) for p in manifest["path"])
+
+
+def test_emodb_refuses_foreign_names(tmp_path):
+    write_tone(str(tmp_path / "03a01Fa.wav"))
+    write_tone(str(tmp_path / "recording.wav"))
+    with pytest.raises(DatasetError, match=r"1 \.wav file\(s\) .*recording\.wav"):
+        load_emodb(tmp_path)
+
+
+def test_iemocap_four_class_protocol_from_the_release_layout(tmp_path):
+    written = write_iemocap(str(tmp_path), sessions=(1, 2, 3, 4, 5))
+    manifest = load_iemocap(str(tmp_path))
+    assert list(manifest.columns) == list(MANIFEST_COLUMNS)
+    counts = manifest["label"].value_counts().to_dict()
+    assert counts == {
+        "neutral": written["neu"], "happy": written["hap"] + written["exc"],
+        "angry": written["ang"], "sad": written["sad"],
+    }
+    assert manifest.attrs["excluded"] == {"label xxx": 5, "label fru": 5}
+    assert sorted(manifest["group"].unique()) == [f"Session{i}" for i in range(1, 6)]
+    assert set(manifest["speaker"]) == {f"Ses0{i}{g}" for i in range(1, 6) for g in "FM"}
+    assert all(os.path.isfile(p) for p in manifest["path"])
+    assert manifest["start"].isna().all()  # sentence wavs are whole utterances
+    assert class_names(manifest) == ["angry", "happy", "neutral", "sad"]
+
+
+def test_iemocap_other_class_sets(tmp_path):
+    write_iemocap(str(tmp_path), sessions=(1,))
+    six = load_iemocap(str(tmp_path), classes="6", sessions=(1,))
+    assert "frustrated" in set(six["label"])
+    custom = load_iemocap(str(tmp_path), classes={"ang": "anger", "sad": "sadness"}, sessions=(1,))
+    assert set(custom["label"]) == {"anger", "sadness"}
+    with pytest.raises(DatasetError, match=r"classes='9'"):
+        load_iemocap(str(tmp_path), classes="9")
+
+
+def test_iemocap_missing_session_is_named(tmp_path):
+    write_iemocap(str(tmp_path), sessions=(1, 2))
+    with pytest.raises(DatasetError, match=r"lacks Session3"):
+        load_iemocap(str(tmp_path))
+
+
+def test_iemocap_malformed_label_line_is_named(tmp_path):
+    write_iemocap(str(tmp_path), sessions=(1,))
+    label_dir = tmp_path / "Session1" / "dialog" / "EmoEvaluation"
+    path = label_dir / sorted(os.listdir(label_dir))[0]
+    lines = path.read_text().splitlines(keepends=True)
+    lines[2] = "[12.0 - oops]\tSes01F_impro01_F000\tneu\t[1, 2, 3]\n"
+    path.write_text("".join(lines))
+    with pytest.raises(DatasetError, match=rf"{path.name}:3: malformed utterance line"):
+        load_iemocap(str(tmp_path), sessions=(1,))
+
+
+def test_iemocap_missing_audio_is_counted_and_named(tmp_path):
+    write_iemocap(str(tmp_path), sessions=(1,))
+    wav = tmp_path / "Session1" / "sentences" / "wav" / "Ses01F_impro01" / "Ses01F_impro01_F000.wav"
+    os.remove(wav)
+    with pytest.raises(DatasetError, match=r"(?s)1 audio file\(s\) .*Ses01F_impro01_F000\.wav"):
+        load_iemocap(str(tmp_path), sessions=(1,))
+
+
+def test_folder_of_class_folders_with_speakers(tmp_path):
+    for label in ("calm", "angry"):
+        for speaker in ("s01", "s02"):
+            write_tone(str(tmp_path / label / f"{speaker}_take1.wav"))
+    (tmp_path / "calm" / "notes.txt").write_text("not audio")
+    manifest = from_folder(str(tmp_path), speaker_pattern=r"^(s\d\d)_")
+    assert len(manifest) == 4
+    assert sorted(manifest["speaker"].unique()) == ["s01", "s02"]
+    assert manifest.attrs["excluded"] == {"not an audio file": 1}
+    with pytest.raises(DatasetError, match=r"does not match speaker_pattern"):
+        from_folder(str(tmp_path), speaker_pattern=r"^(x\d)")
+
+
+def test_folder_needs_classes_with_audio(tmp_path):
+    (tmp_path / "only").mkdir()
+    with pytest.raises(DatasetError, match=r"one sub-folder per class"):
+        from_folder(str(tmp_path))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetError, match=r"empty holds no audio files"):
+        from_folder(str(tmp_path))
+
+
+def test_csv_manifest_round_trip_and_errors(tmp_path):
+    write_tone(str(tmp_path / "audio" / "a.wav"))
+    write_tone(str(tmp_path / "audio" / "b.wav"))
+    csv = tmp_path / "manifest.csv"
+    pd.DataFrame({"path": ["audio/a.wav", "audio/b.wav"], "label": ["x", "y"],
+                  "start": [0.0, None], "end": [0.1, None], "speaker": ["01", "02"]}).to_csv(csv, index=False)
+    manifest = read_manifest(str(csv))
+    assert list(manifest.columns) == list(MANIFEST_COLUMNS)
+    assert manifest["speaker"].tolist() == ["01", "02"]  # kept as text, not numbers
+    assert os.path.isabs(manifest["path"][0])
+
+    pd.DataFrame({"path": ["audio/a.wav", "audio/gone.wav"], "label": ["x", "y"]}).to_csv(csv, index=False)
+    with pytest.raises(DatasetError, match=r"(?s)1 audio file\(s\) .*gone\.wav"):
+        read_manifest(str(csv))
+    pd.DataFrame({"file": ["audio/a.wav"], "label": ["x"]}).to_csv(csv, index=False)
+    with pytest.raises(DatasetError, match=r"lacks the column\(s\) \['path'\]"):
+        read_manifest(str(csv))
+    pd.DataFrame({"path": ["audio/a.wav"], "label": [None]}).to_csv(csv, index=False)
+    with pytest.raises(DatasetError, match=r"rows without a label \(data rows \[1\]\)"):
+        read_manifest(str(csv))
+    with pytest.raises(DatasetError, match=r"Manifest not found"):
+        read_manifest(str(tmp_path / "nope.csv"))
