@@ -10,6 +10,7 @@ Normalization statistics (per Mel bin) come from training folds only.
 import hashlib
 import json
 import os
+import sys
 import tempfile
 
 import keras
@@ -67,7 +68,9 @@ class FeatureExtractor:
             dropped silently.
         """
         rows = manifest.to_dict("records")
-        bar = keras.utils.Progbar(len(rows), unit_name="clip") if progress else None
+        # A live bar on a terminal; one closing line in a log file.
+        verbose = 1 if sys.stdout.isatty() else 2
+        bar = keras.utils.Progbar(len(rows), unit_name="clip", verbose=verbose) if progress else None
         features, skipped = [], []
         for index, row in enumerate(rows):
             try:
@@ -143,3 +146,58 @@ def _save_atomically(path, array):
         if os.path.exists(temporary):
             os.remove(temporary)
         raise
+
+
+class PaddedBatches(keras.utils.PyDataset):
+    """Batches of `(features, labels)` padded with zero frames to the longest
+    utterance of each batch (not of the whole set), for `fit` / `predict`.
+
+    Args:
+        features: A list of `(frames, bins)` arrays.
+        labels: Integer labels, or None for prediction.
+        batch_size: Utterances per batch.
+        shuffle: Reshuffle the order every epoch (seeded); for training. The
+            last batch is then filled up with utterances from the start of
+            the order, so every batch has `batch_size` rows (one shape fewer
+            to compile) and every utterance is still seen each epoch.
+        max_frames: Cut longer utterances to this many frames.
+        frame_multiple: Pad each batch's length up to a multiple of this many
+            frames (100: one second), so that compiled backends see a few
+            shapes instead of one per utterance length.
+    """
+
+    def __init__(self, features, labels=None, batch_size=16, shuffle=False,
+                 max_frames=None, frame_multiple=100, seed=0, **kwargs):
+        super().__init__(**kwargs)
+        self.features = features
+        self.labels = None if labels is None else np.asarray(labels, dtype=np.int32)
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.max_frames = max_frames
+        self.frame_multiple = frame_multiple
+        self.rng = np.random.default_rng(seed)
+        self.order = np.arange(len(features))
+        if shuffle:
+            self.rng.shuffle(self.order)
+
+    def __len__(self):
+        return -(-len(self.features) // self.batch_size)
+
+    def __getitem__(self, index):
+        rows = self.order[index * self.batch_size : (index + 1) * self.batch_size]
+        if self.shuffle and len(rows) < self.batch_size:
+            rows = np.concatenate([rows, self.order[: self.batch_size - len(rows)]])
+        items = [self.features[i] for i in rows]
+        frames = max(len(item) for item in items)
+        if self.max_frames is not None:
+            frames = min(frames, self.max_frames)
+        if self.frame_multiple:
+            frames = -(-frames // self.frame_multiple) * self.frame_multiple
+        batch = pad_batch(items, max_frames=frames)
+        if self.labels is None:
+            return (batch,)
+        return batch, self.labels[rows]
+
+    def on_epoch_end(self):
+        if self.shuffle:
+            self.rng.shuffle(self.order)

@@ -7,6 +7,7 @@ from fixtures import write_tone
 from keras_hrf.datasets import load_emodb
 from keras_hrf.datasets import make_manifest
 from keras_hrf.features import FeatureExtractor
+from keras_hrf.features import PaddedBatches
 from keras_hrf.features import fit_normalization
 from keras_hrf.features import normalize
 from keras_hrf.features import pad_batch
@@ -66,3 +67,30 @@ def test_normalization_uses_the_given_fold_and_padding_is_zero():
     assert batch.shape == (2, 70, 4)
     assert np.all(batch[0, 50:] == 0.0) and np.all(batch[0, :50] == normalized[0])
     assert pad_batch(normalized, max_frames=60).shape == (2, 60, 4)
+
+
+def test_padded_batches_round_lengths_up_and_keep_labels():
+    items = [np.ones((n, 3), "float32") for n in (30, 130, 250, 90)]
+    batches = PaddedBatches(items, labels=[0, 1, 2, 3], batch_size=2, frame_multiple=100)
+    assert len(batches) == 2
+    x, y = batches[0]
+    assert x.shape == (2, 200, 3) and y.tolist() == [0, 1]
+    assert np.all(x[0, 30:] == 0) and np.all(x[0, :30] == 1)
+    x, _ = batches[1]
+    assert x.shape == (2, 300, 3)
+    cut = PaddedBatches(items, batch_size=4, max_frames=120, frame_multiple=None)
+    (x,) = cut[0]
+    assert x.shape == (4, 120, 3)
+
+
+def test_shuffled_batches_are_full_and_cover_every_utterance():
+    items = [np.full((10, 2), i, "float32") for i in range(7)]
+    batches = PaddedBatches(items, labels=list(range(7)), batch_size=3, shuffle=True,
+                            frame_multiple=None)
+    seen = []
+    for index in range(len(batches)):
+        x, y = batches[index]
+        assert x.shape == (3, 10, 2)
+        assert np.all(x[:, 0, 0] == y)  # features and labels stay paired
+        seen += y.tolist()
+    assert set(seen) == set(range(7)) and len(seen) == 9

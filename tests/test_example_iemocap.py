@@ -1,0 +1,110 @@
+"""End to end: examples/iemocap.py on the demo corpus, then every output reloaded."""
+
+import json
+import os
+import xml.etree.ElementTree as ElementTree
+
+import keras
+import numpy as np
+import pytest
+from test_examples import _load_example
+
+import keras_hrf
+from keras_hrf.datasets import DatasetError
+from keras_hrf.features import FeatureExtractor
+from keras_hrf.features import normalize
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    output = tmp_path_factory.mktemp("iemocap_run")
+    example = _load_example("iemocap")
+    report = example.main(["--epochs", "1", "--output", str(output)])
+    return output, report
+
+
+def _test_inputs(output, report):
+    """The first fold's test utterances, normalized as the run did."""
+    from keras_hrf.datasets.demo import make_demo_corpus
+
+    manifest = make_demo_corpus(str(output / "demo_corpus"), clips_per_class=24, speakers=4)
+    fold = report["folds"][0]
+    rows = manifest[manifest["group"] == fold["test_group"]].iloc[:4]
+    features, skipped = FeatureExtractor().extract(rows, progress=False)
+    assert not skipped
+    mean = np.array(fold["normalization"]["mean"], "float32")
+    std = np.array(fold["normalization"]["std"], "float32")
+    return np.stack([normalize(f, mean, std) for f in features])
+
+
+def test_every_output_file_is_written(run):
+    output, report = run
+    for name in ("metrics.json", "confusion_matrix.svg", "hrf.keras", "merged.keras"):
+        assert (output / name).is_file(), name
+    fold_dir = output / f"fold_{report['folds'][0]['test_group']}"
+    assert (fold_dir / "best.weights.h5").is_file()
+    assert any("tfevents" in f for _, _, fs in os.walk(fold_dir / "logs") for f in fs)
+    assert not [f for f in os.listdir(output) if f.endswith(".partial")]
+    svg = ElementTree.parse(output / "confusion_matrix.svg").getroot()
+    assert svg.tag.endswith("svg") and len(svg.findall("{*}rect")) == 1 + 16
+
+    metrics = json.loads((output / "metrics.json").read_text())
+    assert metrics["synthetic"] is True
+    fold = metrics["folds"][0]
+    for key in ("wa", "ua", "macro_f1"):
+        assert fold["hrf"][key] == fold["merged"][key]
+        assert 0.0 <= metrics["mean"]["merged"][key] <= 1.0
+    assert fold["params_merged"] < fold["params_hrf"]
+    assert fold["max_abs_logit_difference"] < 1e-4
+    assert np.sum(fold["merged"]["confusion_matrix"]) == fold["test_rows"] == 24
+
+
+def test_keras_files_reload_and_agree(run):
+    output, report = run
+    x = _test_inputs(output, report)
+    merged = keras.saving.load_model(str(output / "merged.keras"), safe_mode=True)
+    hrf = keras.saving.load_model(str(output / "hrf.keras"), safe_mode=True)
+    assert not any(isinstance(l, keras_hrf.HRFDense) for l in merged._flatten_layers())
+    expected = merged.predict(x, verbose=0)
+    np.testing.assert_allclose(hrf.predict(x, verbose=0), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_saved_model_and_litert_give_the_keras_predictions(run, backend):
+    output, report = run
+    if backend == "torch":
+        assert report["export"]["saved_model"] is None and "torch" in report["export"]["note"]
+        pytest.skip("Keras exports tf_saved_model from the TensorFlow and JAX backends only")
+    import tensorflow as tf
+
+    x = _test_inputs(output, report)
+    expected = keras.saving.load_model(str(output / "merged.keras")).predict(x, verbose=0)
+    reloaded = tf.saved_model.load(str(output / "saved_model"))
+    np.testing.assert_allclose(reloaded.serve(tf.constant(x)).numpy(), expected, rtol=1e-4, atol=1e-4)
+
+    interpreter = tf.lite.Interpreter(model_path=str(output / "model.tflite"))
+    entry = interpreter.get_input_details()[0]
+    interpreter.resize_tensor_input(entry["index"], x.shape)
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(entry["index"], x)
+    interpreter.invoke()
+    litert = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+    np.testing.assert_allclose(litert, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_a_data_option_that_points_nowhere_is_named(tmp_path):
+    example = _load_example("iemocap")
+    with pytest.raises(DatasetError, match=r"Data folder not found: .*nowhere"):
+        example.main(["--data-dir", str(tmp_path / "nowhere"), "--output", str(tmp_path / "o")])
+    with pytest.raises(DatasetError, match=r"lacks Session1"):
+        (tmp_path / "iemocap").mkdir()
+        example.main(["--iemocap-root", str(tmp_path / "iemocap"), "--output", str(tmp_path / "o")])
+
+
+def test_help_lists_the_options(capsys):
+    example = _load_example("iemocap")
+    with pytest.raises(SystemExit):
+        example.main(["--help"])
+    text = capsys.readouterr().out
+    for option in ("--iemocap-root", "--data-dir", "--manifest", "--model", "--size",
+                   "--hrf-expansion", "--epochs", "--batch-size", "--folds", "--seed", "--output"):
+        assert option in text
