@@ -230,24 +230,40 @@ def export_merged(merged, output):
     import tensorflow as tf
 
     saved_model = os.path.join(output, "saved_model")
+    # An inference artifact needs no gradients; jax2tf cannot trace some of
+    # them with symbolic (any-length) shapes.
+    options = {"jax2tf_kwargs": {"with_gradient": False}} if backend == "jax" else {}
     with atomic_path(saved_model) as path:
-        merged.export(path, format="tf_saved_model", verbose=False)
-    converter = tf.lite.TFLiteConverter.from_saved_model(saved_model)
-    ops = "TFLITE_BUILTINS"
+        merged.export(path, format="tf_saved_model", verbose=False, **options)
     try:
-        flatbuffer = converter.convert()
-    except Exception:  # noqa: BLE001 - the converter raises several types
-        # Some TF ops have no LiteRT builtin; the Flex delegate runs them.
-        converter.target_spec.supported_ops = [
-            tf.lite.OpsSet.TFLITE_BUILTINS, tf.lite.OpsSet.SELECT_TF_OPS
-        ]
-        flatbuffer = converter.convert()
-        ops = "TFLITE_BUILTINS + SELECT_TF_OPS (needs the Flex delegate)"
+        flatbuffer, ops = _convert_to_litert(tf, saved_model)
+    except Exception as error:  # noqa: BLE001 - the converter raises several types
+        if backend == "tensorflow":
+            raise
+        # jax2tf SavedModels carry StableHLO; LiteRT cannot convert some of
+        # its dynamic-shape ops (the relative attention's gather).
+        first_line = str(error).strip().splitlines()[0][:300]
+        note = (f"model.tflite not written: LiteRT could not convert the {backend} "
+                f"backend's SavedModel ({first_line}). The TensorFlow backend makes it.")
+        print(note)
+        return {"saved_model": "saved_model", "tflite": None, "note": note}
     with atomic_path(os.path.join(output, "model.tflite")) as path:
         with open(path, "wb") as handle:
             handle.write(flatbuffer)
     print(f"Exported saved_model/ and model.tflite ({len(flatbuffer) / 1e6:.2f} MB, {ops})")
     return {"saved_model": "saved_model", "tflite": "model.tflite", "tflite_ops": ops}
+
+
+def _convert_to_litert(tf, saved_model):
+    converter = tf.lite.TFLiteConverter.from_saved_model(saved_model)
+    try:
+        return converter.convert(), "TFLITE_BUILTINS"
+    except Exception:  # noqa: BLE001
+        # Some TF ops have no LiteRT builtin; the Flex delegate runs them.
+        converter.target_spec.supported_ops = [
+            tf.lite.OpsSet.TFLITE_BUILTINS, tf.lite.OpsSet.SELECT_TF_OPS
+        ]
+        return converter.convert(), "TFLITE_BUILTINS + SELECT_TF_OPS (needs the Flex delegate)"
 
 
 def confusion_svg(matrix, classes, title):

@@ -4,7 +4,7 @@ frames), then a linear projection to the model width."""
 import keras
 from keras import ops
 
-from keras_hrf.layers.masking import frames_after_stride
+from keras_hrf.layers.masking import frames_after_convolution
 from keras_hrf.layers.masking import zero_padded_frames
 
 
@@ -50,12 +50,12 @@ class _ConvolutionalSubsampling(keras.layers.Layer):
         pad = [[0, 0], [1, 1]] + ([[1, 1]] if self.rank == 2 else []) + [[0, 0]]
         for conv in self.convolutions:
             x = conv(ops.pad(zero_padded_frames(x, mask), pad))
-            mask = frames_after_stride(mask, 2)
+            mask = frames_after_convolution(mask)
         return self.projection(self._from_conv_output(x))
 
     def compute_mask(self, inputs, mask=None):
         for _ in range(self.num_layers):
-            mask = frames_after_stride(mask, 2)
+            mask = frames_after_convolution(mask)
         return mask
 
     def compute_output_shape(self, input_shape):

@@ -1,5 +1,6 @@
 """Helpers for padded batches: frames beyond an utterance's length are masked."""
 
+import numpy as np
 from keras import ops
 
 
@@ -18,10 +19,22 @@ def zero_padded_frames(inputs, mask):
     return inputs * mask
 
 
-def frames_after_stride(mask, stride):
-    """Mask of the frames that remain after a stride-`stride` reduction in time
-    where output frame i starts at input frame `stride * i`: the output frame
-    is valid when it starts inside the utterance."""
+
+
+def frames_after_convolution(mask, kernel_size=3, stride=2, padding=(1, 1)):
+    """Mask after a "valid" convolution over time that follows `padding`: output
+    frame i is valid when its centre input frame is.
+
+    The mask goes through a convolution of the same size, stride and padding
+    (with a kernel that picks the centre frame), so its length is computed by
+    the very shape rule of the feature path; backends that track symbolic
+    lengths (JAX export) then see equal lengths, which a strided slice of the
+    mask would not give them.
+    """
     if mask is None:
         return None
-    return mask[:, ::stride]
+    centre = np.zeros((kernel_size, 1, 1), "float32")
+    centre[padding[0]] = 1.0
+    frames = ops.pad(ops.cast(mask, "float32"), [[0, 0], list(padding)])
+    picked = ops.conv(ops.expand_dims(frames, -1), centre, strides=stride, padding="valid")
+    return ops.squeeze(picked, -1) > 0.5
