@@ -19,8 +19,6 @@ def zero_padded_frames(inputs, mask):
     return inputs * mask
 
 
-
-
 def frames_after_convolution(mask, kernel_size=3, stride=2, padding=(1, 1)):
     """Mask after a "valid" convolution over time that follows `padding`: output
     frame i is valid when its centre input frame is.
