@@ -70,6 +70,9 @@ class LogMelSpectrogram(keras.layers.Layer):
         )
         self.supports_masking = True
 
+    def build(self, input_shape):
+        self.mel.build(input_shape)
+
     def call(self, waveforms):
         power = ops.maximum(self.mel(waveforms), self.min_power)
         decibels = 10.0 * ops.log(power) / ops.log(10.0)
