@@ -53,3 +53,68 @@ def write_iemocap(root, sessions=(1, 2), utterances=None):
             with open(os.path.join(label_dir, dialog_id + ".txt"), "w") as handle:
                 handle.writelines(lines)
     return written
+
+
+def write_m3ed(root):
+    """`annotation.json`, `splitInfo/movie_list_*.txt` and `audio/<Speaker>_<utt>.wav`.
+    Shows: A (train), B (val), C (test), D (listed nowhere). Returns the utterance
+    count per split."""
+    import json
+
+    shows = {"A": "train", "B": "val", "C": "test", "D": None}
+    labels = ["Anger", "Happy", "Neutral", "Sad", "Surprise", "Fear", "Disgust"]
+    annotation, counts = {}, {}
+    for index, (show, split) in enumerate(shows.items()):
+        dialogs = {}
+        for d in range(2):
+            utterances = {}
+            for u in range(3):
+                utt = f"{show}_{d + 1}_{u + 1}"
+                speaker = "A" if u % 2 == 0 else "B"
+                utterances[utt] = {
+                    "StartTime": f"00:00:0{u}:000", "EndTime": f"00:00:0{u + 1}:000",
+                    "Text": "你好", "Speaker": speaker,
+                    "EmoAnnotation": {"EmoAnnotator1": ["Neutral"], "EmoAnnotator2": ["Neutral"],
+                                      "EmoAnnotator3": ["Neutral"],
+                                      "final_mul_emo": [labels[(index + u) % 7]],
+                                      "final_main_emo": labels[(index + u) % 7]},
+                }
+                write_tone(os.path.join(root, "audio", f"{speaker}_{utt}.wav"))
+            dialogs[f"{show}_{d + 1}"] = {"SpeakerInfo": {"A": {}, "B": {}}, "Dialog": utterances}
+        annotation[show] = dialogs
+        if split:
+            counts[split] = 6
+    os.makedirs(os.path.join(root, "splitInfo"), exist_ok=True)
+    with open(os.path.join(root, "annotation.json"), "w", encoding="utf-8") as handle:
+        json.dump(annotation, handle, ensure_ascii=False)
+    for split in ("train", "val", "test"):
+        with open(os.path.join(root, "splitInfo", f"movie_list_{split}.txt"), "w") as handle:
+            handle.write("".join(f"{s}\n" for s, sp in shows.items() if sp == split))
+    return counts
+
+
+def write_daic_woz(root):
+    """Split CSVs (AVEC 2017 train/dev with PHQ-8 items, one empty; full test),
+    and `<id>_P/<id>_AUDIO.wav` + `<id>_TRANSCRIPT.csv` with Ellie and
+    Participant turns. Participants: 300 (train, depressed), 301 (train, not),
+    302 (dev, binary empty, score 12), 303 (test, not)."""
+    items = ",".join(f"PHQ8_{k}" for k in ("NoInterest", "Depressed", "Sleep", "Tired",
+                                          "Appetite", "Failure", "Concentrating", "Moving"))
+    with open(os.path.join(root, "train_split_Depression_AVEC2017.csv"), "w") as handle:
+        handle.write(f"Participant_ID,PHQ8_Binary,PHQ8_Score,Gender,{items}\n")
+        handle.write("300,1,15,1,2,2,2,2,2,2,2,1\n301,0,3,0,0,1,0,1,0,,1,0\n")
+    with open(os.path.join(root, "dev_split_Depression_AVEC2017.csv"), "w") as handle:
+        handle.write(f"Participant_ID,PHQ8_Binary,PHQ8_Score,Gender,{items}\n")
+        handle.write("302,,12,1,2,2,1,2,1,2,1,1\n")
+    with open(os.path.join(root, "full_test_split.csv"), "w") as handle:
+        handle.write("Participant_ID,PHQ_Binary,PHQ_Score,Gender\n303,0,4,0\n")
+    for participant in (300, 301, 302, 303):
+        folder = os.path.join(root, f"{participant}_P")
+        write_tone(os.path.join(folder, f"{participant}_AUDIO.wav"), seconds=30.0)
+        with open(os.path.join(folder, f"{participant}_TRANSCRIPT.csv"), "w") as handle:
+            handle.write("start_time\tstop_time\tspeaker\tvalue\n")
+            handle.write("0.5\t2.0\tEllie\thi i'm ellie\n")
+            handle.write("2.5\t5.0\tParticipant\thello\n")          # 2.5 s: one segment
+            handle.write("5.5\t6.0\tParticipant\tmm\n")             # 0.5 s: too short
+            handle.write("6.5\t8.0\tEllie\thow are you\n")
+            handle.write("8.5\t29.5\tParticipant\ta long answer\n")  # 21 s: three segments

@@ -1,16 +1,23 @@
 import os
 
+import numpy as np
 import pandas as pd
 import pytest
+from fixtures import write_daic_woz
 from fixtures import write_iemocap
+from fixtures import write_m3ed
 from fixtures import write_tone
 
+from keras_hrf.datasets import M3ED_CLASSES
 from keras_hrf.datasets import MANIFEST_COLUMNS
 from keras_hrf.datasets import DatasetError
 from keras_hrf.datasets import class_names
 from keras_hrf.datasets import from_folder
+from keras_hrf.datasets import load_daic_woz
 from keras_hrf.datasets import load_emodb
 from keras_hrf.datasets import load_iemocap
+from keras_hrf.datasets import load_m3ed
+from keras_hrf.datasets import participant_votes
 from keras_hrf.datasets import read_manifest
 
 EMODB = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, "shared", "data", "emodb")
@@ -131,3 +138,77 @@ def test_csv_manifest_round_trip_and_errors(tmp_path):
         read_manifest(str(csv))
     with pytest.raises(DatasetError, match=r"Manifest not found"):
         read_manifest(str(tmp_path / "nope.csv"))
+
+
+def test_m3ed_from_its_annotation_and_split_lists(tmp_path):
+    counts = write_m3ed(str(tmp_path))
+    manifest = load_m3ed(str(tmp_path))
+    assert manifest["split"].value_counts().to_dict() == counts
+    assert manifest.attrs["excluded"] == {"show in no split list": 6}
+    assert set(manifest["label"]) <= set(M3ED_CLASSES)
+    assert set(manifest["group"]) == {"A", "B", "C"}
+    assert set(manifest["speaker"]) == {f"{s}/{p}" for s in "ABC" for p in "AB"}
+    assert all(os.path.isfile(p) for p in manifest["path"])
+
+
+def test_m3ed_errors_name_the_problem(tmp_path):
+    write_m3ed(str(tmp_path))
+    os.remove(tmp_path / "audio" / "A_A_1_1.wav")
+    with pytest.raises(DatasetError, match=r"(?s)1 audio file\(s\) .*A_A_1_1\.wav"):
+        load_m3ed(str(tmp_path))
+    os.remove(tmp_path / "splitInfo" / "movie_list_val.txt")
+    with pytest.raises(DatasetError, match=r"split list not found: .*movie_list_val\.txt"):
+        load_m3ed(str(tmp_path))
+    with pytest.raises(DatasetError, match=r"annotation not found"):
+        load_m3ed(str(tmp_path / "elsewhere"))
+
+
+def test_daic_woz_participant_segments_and_labels(tmp_path):
+    write_daic_woz(str(tmp_path))
+    manifest = load_daic_woz(str(tmp_path))
+    # Per participant: one 2.5 s turn, one 21 s turn in three 7 s parts; 0.5 s left out.
+    assert manifest.groupby("speaker").size().to_dict() == {"300": 4, "301": 4, "302": 4, "303": 4}
+    assert manifest.attrs["excluded"] == {"turn shorter than min_seconds": 4}
+    assert (manifest["end"] - manifest["start"]).max() <= 10.0
+    assert manifest["start"].min() >= 2.5  # Ellie's turns never appear
+    labels = manifest.groupby("speaker")["label"].first().to_dict()
+    assert labels == {"300": "depressed", "301": "not_depressed",
+                      "302": "depressed",  # empty binary cell, PHQ-8 score 12 >= 10
+                      "303": "not_depressed"}
+    assert manifest.groupby("speaker")["split"].first().to_dict() == {
+        "300": "train", "301": "train", "302": "dev", "303": "test"}
+
+
+def test_daic_woz_participant_voting(tmp_path):
+    write_daic_woz(str(tmp_path))
+    manifest = load_daic_woz(str(tmp_path), splits=("train",))
+    probabilities = np.tile([[0.2, 0.8]], (len(manifest), 1))
+    probabilities[:3] = [0.9, 0.1]  # 3 of participant 300's 4 segments say depressed
+    votes = participant_votes(manifest, probabilities)
+    assert votes.set_index("participant")["predicted"].to_dict() == {
+        "300": "depressed", "301": "not_depressed"}
+    assert votes["segments"].tolist() == [4, 4]
+
+
+def test_daic_woz_errors_name_the_problem(tmp_path):
+    write_daic_woz(str(tmp_path))
+    transcript = tmp_path / "301_P" / "301_TRANSCRIPT.csv"
+    transcript.write_text(transcript.read_text().replace("8.5\t29.5", "29.5\t8.5"))
+    with pytest.raises(DatasetError, match=r"301_TRANSCRIPT\.csv:6: stop_time is not after"):
+        load_daic_woz(str(tmp_path), splits=("train",))
+    with pytest.raises(DatasetError, match=r"Unknown DAIC-WOZ split 'valid'"):
+        load_daic_woz(str(tmp_path), splits=("valid",))
+    os.remove(tmp_path / "full_test_split.csv")
+    with pytest.raises(DatasetError, match=r"split file not found: .*full_test_split\.csv"):
+        load_daic_woz(str(tmp_path))
+
+
+def test_daic_woz_segments_become_features_of_their_length(tmp_path):
+    from keras_hrf.features import FeatureExtractor
+
+    write_daic_woz(str(tmp_path))
+    manifest = load_daic_woz(str(tmp_path), splits=("test",))
+    features, skipped = FeatureExtractor().extract(manifest.iloc[:2], progress=False)
+    assert not skipped
+    assert features[0].shape == (1 + int(2.5 * 16000) // 160, 80)  # 2.5 s turn
+    assert features[1].shape[0] == 1 + int(7.0 * 16000) // 160      # a third of 21 s

@@ -113,3 +113,21 @@ def test_help_lists_the_options(capsys):
     for option in ("--iemocap-root", "--data-dir", "--manifest", "--model", "--size",
                    "--hrf-expansion", "--epochs", "--batch-size", "--folds", "--seed", "--output"):
         assert option in text
+
+
+def test_a_class_missing_from_the_training_folds_is_named(tmp_path):
+    from fixtures import write_tone
+
+    rows = ["path,label,speaker,group"]
+    for speaker in ("s1", "s2", "s3"):
+        for label in ("calm", "loud"):
+            name = f"{speaker}_{label}.wav"
+            write_tone(str(tmp_path / name), seconds=0.3)
+            rows.append(f"{name},{label},{speaker},{speaker}")
+    write_tone(str(tmp_path / "s2_rare.wav"), seconds=0.3)
+    rows.append("s2_rare.wav,rare,s2,s2")  # "rare" exists only in group s2
+    (tmp_path / "clips.csv").write_text("\n".join(rows) + "\n")
+    example = _load_example("iemocap")
+    with pytest.raises(SystemExit, match=r"Fold s2: the training rows hold no example of \['rare'\]"):
+        example.main(["--manifest", str(tmp_path / "clips.csv"), "--folds", "s2",
+                      "--output", str(tmp_path / "out")])

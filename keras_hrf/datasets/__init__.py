@@ -1,4 +1,8 @@
-"""Dataset manifests: IEMOCAP, EmoDB, class folders, CSV manifests."""
+"""Dataset manifests: IEMOCAP, M3ED, DAIC-WOZ, EmoDB, class folders, CSV manifests."""
+
+from keras_hrf.datasets.daic_woz import DAIC_CLASSES
+from keras_hrf.datasets.daic_woz import load_daic_woz
+from keras_hrf.datasets.daic_woz import participant_votes
 
 from keras_hrf.datasets.emodb import EMODB_EMOTIONS
 from keras_hrf.datasets.emodb import load_emodb
@@ -10,8 +14,15 @@ from keras_hrf.datasets.manifest import class_names
 from keras_hrf.datasets.manifest import from_folder
 from keras_hrf.datasets.manifest import make_manifest
 from keras_hrf.datasets.manifest import read_manifest
+from keras_hrf.datasets.m3ed import M3ED_CLASSES
+from keras_hrf.datasets.m3ed import load_m3ed
 
 __all__ = [
+    "DAIC_CLASSES",
+    "M3ED_CLASSES",
+    "load_daic_woz",
+    "load_m3ed",
+    "participant_votes",
     "DatasetError",
     "EMODB_EMOTIONS",
     "IEMOCAP_CLASS_SETS",
