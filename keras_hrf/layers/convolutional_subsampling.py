@@ -15,9 +15,11 @@ class _ConvolutionalSubsampling(keras.layers.Layer):
     utterance gives exactly the unpadded one's frames, then padding; any
     length >= 1 works (`ceil(frames / 2)` frames out per stage)."""
 
-    # Subclasses set `rank` (1 or 2) and define `_conv(index, filters)`,
-    # `_conv_input_shape`, `_to_conv_input`, `_flat_width`, `_from_conv_output`.
+    # Subclasses set `rank` and `conv_class` and define how features enter and
+    # leave the convolutions: `_conv_input_shape`, `_to_conv_input`,
+    # `_flat_width`, `_from_conv_output`.
     rank = None
+    conv_class = None
 
     def __init__(self, units, filters=None, num_layers=2, activation="relu", **kwargs):
         super().__init__(**kwargs)
@@ -26,6 +28,12 @@ class _ConvolutionalSubsampling(keras.layers.Layer):
         self.num_layers = num_layers
         self.activation = activation
         self.supports_masking = True
+
+    def _conv(self, index, filters):
+        return self.conv_class(
+            filters, 3, strides=2, padding="valid", activation=self.activation,
+            dtype=self.dtype_policy, name=f"conv_{index}",
+        )
 
     def build(self, input_shape):
         filters = self.filters or self.units
@@ -85,12 +93,7 @@ class Conv2DSubsampling(_ConvolutionalSubsampling):
     """
 
     rank = 2
-
-    def _conv(self, index, filters):
-        return keras.layers.Conv2D(
-            filters, 3, strides=2, padding="valid", activation=self.activation,
-            dtype=self.dtype_policy, name=f"conv_{index}",
-        )
+    conv_class = keras.layers.Conv2D
 
     def _conv_input_shape(self, input_shape):
         return tuple(input_shape) + (1,)
@@ -113,12 +116,7 @@ class Conv1DSubsampling(_ConvolutionalSubsampling):
     """
 
     rank = 1
-
-    def _conv(self, index, filters):
-        return keras.layers.Conv1D(
-            filters, 3, strides=2, padding="valid", activation=self.activation,
-            dtype=self.dtype_policy, name=f"conv_{index}",
-        )
+    conv_class = keras.layers.Conv1D
 
     def _conv_input_shape(self, input_shape):
         return tuple(input_shape)
