@@ -18,6 +18,12 @@ to --output, each file atomically:
 
 SavedModel and LiteRT need the TensorFlow or JAX backend (Keras exports
 tf_saved_model from those two); on PyTorch they are skipped with a message.
+
+Stopped runs resume: run the same command again. A fold that finished is
+reused from fold_*/ (its result.json is written last); a fold stopped in the
+middle continues from its last finished epoch (BackupAndRestore), keeping the
+best weights and score it had reached. Other settings on the same --output
+are refused rather than mixed.
 """
 
 import argparse
@@ -31,192 +37,161 @@ import numpy as np
 
 import keras_hrf
 from keras_hrf import datasets
-from keras_hrf import features as feature_lib
+from keras_hrf import training
 from keras_hrf.atomic import atomic_path
 from keras_hrf.audio import AudioError
 from keras_hrf.datasets.demo import DEMO_NOTICE
-from keras_hrf.datasets.demo import make_demo_corpus
-from keras_hrf.metrics import UnweightedAccuracy
+from keras_hrf.features import PaddedBatches
 from keras_hrf.metrics import classification_report
 
-MODELS = {
-    "conformer": keras_hrf.Conformer,
-    "convtransformer": keras_hrf.ConvTransformer,
-    "speechformer": keras_hrf.SpeechFormer,
-}
+# The arguments a run is resumed with must equal those it started with.
+RUN_SETTINGS = ("iemocap_root", "data_dir", "manifest", "speaker_pattern", "model", "size",
+                "hrf_expansion", "hrf_norm", "epochs", "batch_size", "learning_rate",
+                "max_seconds", "seed")
 
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(
         description="Train a speech-emotion Transformer with HRF, merge it (deHRF), "
-        "check the merge, and save it as .keras, SavedModel and LiteRT.",
+        "check the merge, and save it as .keras, SavedModel and LiteRT. Run the same "
+        "command again on the same --output to resume a run that was stopped.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    data = parser.add_argument_group("data (none of them: the embedded synthetic demo corpus)")
-    source = data.add_mutually_exclusive_group()
-    source.add_argument("--iemocap-root", metavar="PATH",
-                        help="IEMOCAP_full_release folder (4-class protocol, session folds)")
-    source.add_argument("--data-dir", metavar="DIR",
-                        help="one sub-folder of audio files per class")
-    source.add_argument("--manifest", metavar="CSV",
-                        help="CSV with path,label[,start,end,speaker,group,split]")
-    data.add_argument("--speaker-pattern", metavar="REGEX",
-                      help="with --data-dir: regex whose first group in a file name is the "
-                      "speaker (the fold unit)")
+    training.add_data_arguments(parser)
     model = parser.add_argument_group("model")
-    model.add_argument("--model", choices=sorted(MODELS), default="conformer")
+    model.add_argument("--model", choices=sorted(training.MODELS), default="conformer")
     model.add_argument("--size", choices=["lite", "large"], default="lite")
     model.add_argument("--hrf-expansion", type=float, default=4.0,
                        help="HRF width as a multiple of the model width; 0 trains the plain model")
     model.add_argument("--hrf-norm", choices=["batch"], default=None,
                        help="BatchNorm inside each HRF expansion")
-    training = parser.add_argument_group("training")
-    training.add_argument("--epochs", type=int, default=15)
-    training.add_argument("--batch-size", type=int, default=16)
-    training.add_argument("--learning-rate", type=float, default=1e-3)
-    training.add_argument("--max-seconds", type=float, default=7.5,
-                          help="cut longer utterances to this length")
-    training.add_argument("--folds", default=None,
-                          help='"all", or a comma-separated list of test groups (names or '
-                          "1-based numbers); default: all, or the first group for the demo")
-    training.add_argument("--seed", type=int, default=0)
+    train = parser.add_argument_group("training")
+    train.add_argument("--epochs", type=int, default=15)
+    train.add_argument("--batch-size", type=int, default=16)
+    train.add_argument("--learning-rate", type=float, default=1e-3)
+    train.add_argument("--max-seconds", type=float, default=7.5,
+                       help="cut longer utterances to this length")
+    train.add_argument("--folds", default=None,
+                       help='"all", or a comma-separated list of test groups (names or '
+                       "1-based numbers); default: all, or the first group for the demo")
+    train.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", default=os.path.join("runs", "iemocap"), metavar="DIR")
     args = parser.parse_args(argv)
     if args.epochs < 1 or args.batch_size < 1 or args.max_seconds <= 0:
         parser.error("--epochs, --batch-size and --max-seconds must be positive")
     if args.hrf_expansion < 0:
         parser.error(f"--hrf-expansion must be >= 0, received {args.hrf_expansion}")
-    if args.speaker_pattern and not args.data_dir:
-        parser.error("--speaker-pattern goes with --data-dir")
+    training.check_data_arguments(parser, args)
     return args
 
 
-def load_manifest(args):
-    if args.iemocap_root:
-        return datasets.load_iemocap(args.iemocap_root), False
-    if args.data_dir:
-        return datasets.from_folder(args.data_dir, speaker_pattern=args.speaker_pattern), False
-    if args.manifest:
-        return datasets.read_manifest(args.manifest), False
-    print(DEMO_NOTICE)
-    root = os.path.join(args.output, "demo_corpus")
-    return make_demo_corpus(root, clips_per_class=24, speakers=4, seed=args.seed), True
+def run_settings(args):
+    settings = {name: getattr(args, name) for name in RUN_SETTINGS}
+    settings["backend"] = keras.backend.backend()
+    return settings
 
 
-def choose_folds(manifest, requested, synthetic):
-    groups = sorted(g for g in manifest["group"].unique() if g)
-    if len(groups) < 2:
+def check_resumable(args):
+    """Refuse to mix two runs' settings in one --output folder."""
+    path = os.path.join(args.output, "run_settings.json")
+    if not os.path.isfile(path):
+        return
+    with open(path) as handle:
+        previous = json.load(handle)
+    current = run_settings(args)
+    changed = [f"{name}: {previous.get(name)!r} then, {value!r} now"
+               for name, value in current.items() if previous.get(name) != value]
+    if changed:
         raise SystemExit(
-            "Cross-validation needs at least two groups (sessions or speakers) in the "
-            f"manifest's `group` column; found {groups}. For --data-dir, give "
-            "--speaker-pattern."
+            f"--output {args.output} holds a run made with other settings ("
+            + "; ".join(changed) + "). Resume it with the same settings, or choose "
+            "another --output."
         )
-    if requested is None:
-        requested = groups[0] if synthetic else "all"
-    if requested == "all":
-        return groups
-    chosen = []
-    for item in requested.split(","):
-        item = item.strip()
-        if item in groups:
-            chosen.append(item)
-        elif item.isdigit() and 1 <= int(item) <= len(groups):
-            chosen.append(groups[int(item) - 1])
-        else:
-            raise SystemExit(f"--folds: unknown group {item!r}; the groups are {groups}")
-    return chosen
-
-
-def split_rows(manifest, test_group, usable, seed):
-    """Test: the test group. Validation: 10 % of the other rows, stratified by
-    class (checkpoint selection). Training: the rest."""
-    rng = np.random.default_rng(seed)
-    test = [i for i in usable if manifest["group"].iat[i] == test_group]
-    rest = [i for i in usable if manifest["group"].iat[i] != test_group]
-    validation = []
-    for label in sorted(set(manifest["label"].iloc[rest])):
-        rows = [i for i in rest if manifest["label"].iat[i] == label]
-        rng.shuffle(rows)
-        validation += rows[: max(1, len(rows) // 10)]
-    train = sorted(set(rest) - set(validation))
-    return train, sorted(validation), test
 
 
 def predict(model, inputs, batch_size):
-    return model.predict(feature_lib.PaddedBatches(inputs, batch_size=batch_size), verbose=0)
+    return model.predict(PaddedBatches(inputs, batch_size=batch_size), verbose=0)
+
+
+def load_finished_fold(fold_dir):
+    """A fold finished by an earlier run of the same settings, or None."""
+    paths = [os.path.join(fold_dir, name) for name in ("result.json", "hrf.keras", "merged.keras")]
+    if not all(os.path.isfile(path) for path in paths):
+        return None
+    with open(paths[0]) as handle:
+        result = json.load(handle)
+    model = keras.saving.load_model(paths[1])
+    merged = keras.saving.load_model(paths[2])
+    print(f"Fold {result['test_group']}: finished by an earlier run; reusing {fold_dir}")
+    return result, model, merged
 
 
 def run_fold(args, manifest, classes, features, test_group, usable, fold_dir):
-    labels = np.array([classes.index(label) for label in manifest["label"]])
-    train, validation, test = split_rows(manifest, test_group, usable, args.seed)
-    trained_classes = {classes[i] for i in labels[train]}
-    missing = [c for c in classes if c not in trained_classes]
-    if missing:
-        raise SystemExit(f"Fold {test_group}: the training rows hold no example of {missing}")
-    absent = sorted(set(classes) - {classes[i] for i in labels[test]})
-    if absent:
-        print(f"Fold {test_group}: no test example of {absent}; UA and macro-F1 leave them out")
-    mean, std = feature_lib.fit_normalization([features[i] for i in train])
-    max_frames = int(round(args.max_seconds * 100))
-    prepared = {i: feature_lib.normalize(features[i][:max_frames], mean, std) for i in usable}
-
+    finished = load_finished_fold(fold_dir)
+    if finished is not None:
+        return finished
+    fold = training.prepare_fold(manifest, classes, features, test_group, usable,
+                                 args.seed, args.max_seconds)
     keras.utils.set_random_seed(args.seed)
-    model = MODELS[args.model](
-        len(classes), input_dim=features[usable[0]].shape[-1], size=args.size,
+    model = training.model_class(args.model)(
+        len(classes), input_dim=fold.input_dim, size=args.size,
         hrf_expansion=args.hrf_expansion or None, hrf_norm=args.hrf_norm,
     )
-    model.compile(
-        optimizer=keras.optimizers.AdamW(args.learning_rate, weight_decay=1e-2),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy", UnweightedAccuracy(len(classes))],
-        # XLA on TensorFlow compiles each new batch shape for longer than these
-        # small models train; JAX always compiles, PyTorch runs eagerly.
-        jit_compile=False if keras.backend.backend() == "tensorflow" else "auto",
+    training.compile_for_training(model, len(classes), args.learning_rate)
+    backup = os.path.join(fold_dir, "backup")
+    resuming = os.path.isdir(backup)
+    checkpoint = training.BestWeightsCheckpoint(
+        os.path.join(fold_dir, "best.weights.h5"), monitor="val_ua", mode="max", resume=resuming
     )
-    best = os.path.join(fold_dir, "best.weights.h5")
+    if resuming:
+        print(f"Fold {test_group}: resuming from {backup} (best val_ua so far: {checkpoint.best})")
     started = time.time()
     model.fit(
-        feature_lib.PaddedBatches([prepared[i] for i in train], labels[train],
-                                  args.batch_size, shuffle=True, seed=args.seed),
-        validation_data=feature_lib.PaddedBatches([prepared[i] for i in validation],
-                                                  labels[validation], args.batch_size),
+        fold.batches("train", args.batch_size, shuffle=True, seed=args.seed),
+        validation_data=fold.batches("validation", args.batch_size),
         epochs=args.epochs,
-        verbose=1 if sys.stdout.isatty() else 2,
+        verbose=training.fit_verbosity(),
         callbacks=[
-            keras.callbacks.ModelCheckpoint(best, monitor="val_ua", mode="max",
-                                            save_best_only=True, save_weights_only=True),
-            keras.callbacks.BackupAndRestore(os.path.join(fold_dir, "backup")),
+            checkpoint,  # before the backup: a resumed run knows the best score
+            keras.callbacks.BackupAndRestore(backup, double_checkpoint=True),
             keras.callbacks.TensorBoard(os.path.join(fold_dir, "logs")),
         ],
     )
     train_seconds = time.time() - started
-    model.load_weights(best)
+    model.load_weights(checkpoint.filepath)
 
-    test_inputs = [prepared[i] for i in test]
+    test_inputs, test_labels = fold.inputs["test"], fold.labels["test"]
     hrf_logits = predict(model, test_inputs, args.batch_size)
     merged = keras_hrf.reparameterize(model)
     merged_logits = predict(merged, test_inputs, args.batch_size)
     difference = float(np.max(np.abs(hrf_logits - merged_logits)))
     scale = float(np.max(np.abs(hrf_logits)))
-    hrf_report = classification_report(labels[test], hrf_logits.argmax(-1), classes)
-    merged_report = classification_report(labels[test], merged_logits.argmax(-1), classes)
+    hrf_report = classification_report(test_labels, hrf_logits.argmax(-1), classes)
+    merged_report = classification_report(test_labels, merged_logits.argmax(-1), classes)
     print(f"Fold {test_group}: max |HRF - merged| logit difference {difference:.3e} "
           f"(logits up to {scale:.2f}); parameters HRF {model.count_params():,}, "
           f"merged {merged.count_params():,}")
     if difference > 1e-4 * max(scale, 1.0) or hrf_report["ua"] != merged_report["ua"]:
         raise SystemExit(f"Fold {test_group}: the merged model does not match the HRF model")
-    for name, item in (("hrf.keras", model), ("merged.keras", merged)):
-        with atomic_path(os.path.join(fold_dir, name)) as path:
-            item.save(path)
-    return {
+    result = {
         "test_group": test_group,
-        "train_rows": len(train), "validation_rows": len(validation), "test_rows": len(test),
+        "train_rows": len(fold.rows["train"]), "validation_rows": len(fold.rows["validation"]),
+        "test_rows": len(fold.rows["test"]),
         "train_seconds": round(train_seconds, 1),
+        "best_epoch": checkpoint.best_epoch, "best_val_ua": checkpoint.best,
         "max_abs_logit_difference": difference,
         "params_hrf": model.count_params(), "params_merged": merged.count_params(),
         "hrf": hrf_report, "merged": merged_report,
-        "normalization": {"mean": mean.tolist(), "std": std.tolist()},
-    }, model, merged
+        "normalization": {"mean": fold.mean.tolist(), "std": fold.std.tolist()},
+    }
+    for name, item in (("hrf.keras", model), ("merged.keras", merged)):
+        with atomic_path(os.path.join(fold_dir, name)) as path:
+            item.save(path)
+    # Written last: its presence marks the fold as finished.
+    with atomic_path(os.path.join(fold_dir, "result.json")) as path:
+        with open(path, "w") as handle:
+            json.dump(result, handle, indent=2)
+    return result, model, merged
 
 
 def export_merged(merged, output):
@@ -300,23 +275,23 @@ def confusion_svg(matrix, classes, title):
 
 def main(argv=None):
     args = parse_args(argv)
+    check_resumable(args)
     os.makedirs(args.output, exist_ok=True)
     keras.utils.set_random_seed(args.seed)
-    manifest, synthetic = load_manifest(args)
+    manifest, synthetic = training.load_data(args, training.demo_root(args.output), args.seed)
     classes = datasets.class_names(manifest)
-    folds = choose_folds(manifest, args.folds, synthetic)
+    folds = training.choose_folds(manifest, args.folds, synthetic)
     print(f"{len(manifest)} utterances, classes {classes}, test folds {folds}; "
           f"backend {keras.backend.backend()}")
     if manifest.attrs.get("excluded"):
         print(f"Left out by the loader: {manifest.attrs['excluded']}")
+    with atomic_path(os.path.join(args.output, "run_settings.json")) as path:
+        with open(path, "w") as handle:
+            json.dump(run_settings(args), handle, indent=2)
 
-    extractor = feature_lib.FeatureExtractor(cache_dir=os.path.join(args.output, "feature_cache"))
-    features, skipped = extractor.extract(manifest)
-    for index, path, message in skipped:
-        print(f"Skipped {path}: {message}")
-    if skipped:
-        print(f"Skipped {len(skipped)} of {len(manifest)} clips (listed in metrics.json)")
-    usable = [i for i, f in enumerate(features) if f is not None]
+    features, usable, skipped = training.extract_features(
+        manifest, os.path.join(args.output, "feature_cache")
+    )
 
     fold_results, first = [], None
     for number, group in enumerate(folds, start=1):
@@ -338,8 +313,7 @@ def main(argv=None):
         for kind in ("hrf", "merged")
     }
     report = {
-        "data": ("demo (synthetic)" if synthetic else
-                 args.iemocap_root or args.data_dir or args.manifest),
+        "data": training.data_description(args),
         "synthetic": synthetic,
         "backend": keras.backend.backend(),
         "args": vars(args),

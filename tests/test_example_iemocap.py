@@ -2,6 +2,10 @@
 
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 import xml.etree.ElementTree as ElementTree
 
 import keras
@@ -128,6 +132,62 @@ def test_a_class_missing_from_the_training_folds_is_named(tmp_path):
     rows.append("s2_rare.wav,rare,s2,s2")  # "rare" exists only in group s2
     (tmp_path / "clips.csv").write_text("\n".join(rows) + "\n")
     example = _load_example("iemocap")
-    with pytest.raises(SystemExit, match=r"Fold s2: the training rows hold no example of \['rare'\]"):
+    with pytest.raises(DatasetError, match=r"Fold s2: the training rows hold no example of \['rare'\]"):
         example.main(["--manifest", str(tmp_path / "clips.csv"), "--folds", "s2",
                       "--output", str(tmp_path / "out")])
+
+
+def _run_example(args, env_backend):
+    env = dict(os.environ, KERAS_BACKEND=env_backend, TF_CPP_MIN_LOG_LEVEL="2")
+    script = os.path.join(os.path.dirname(__file__), os.pardir, "examples", "iemocap.py")
+    return subprocess.Popen([sys.executable, script, *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+def test_a_killed_run_resumes_where_it_stopped(tmp_path, backend):
+    """SIGKILL after the first epoch's backup, run the same command again: it
+    goes on from epoch 2 with the best score it had; a third run reuses the
+    finished fold without training."""
+    output = tmp_path / "run"
+    args = ["--epochs", "3", "--hrf-expansion", "2", "--output", str(output)]
+    first = _run_example(args, backend)
+    metadata = None
+    deadline = time.time() + 400
+    while time.time() < deadline and first.poll() is None:
+        found = list(output.glob("fold_*/backup/training_metadata.json"))
+        if found:
+            metadata = found[0]
+            break
+        time.sleep(0.1)
+    first.send_signal(signal.SIGKILL)
+    log = first.communicate()[0]
+    assert metadata is not None, f"no backup appeared; the first run printed:\n{log[-3000:]}"
+    assert "Epoch 3/3" not in log, "the run finished before it could be killed"
+    fold_dir = metadata.parent.parent
+    best_before = json.loads((fold_dir / "best.weights.h5.json").read_text())
+    assert not (output / "metrics.json").exists()
+
+    second = _run_example(args, backend)
+    log = second.communicate(timeout=600)[0]
+    assert second.returncode == 0, log[-3000:]
+    assert f"resuming from {fold_dir / 'backup'}" in log
+    assert "Epoch 1/3" not in log and "Epoch 3/3" in log, log[-3000:]
+    result = json.loads((fold_dir / "result.json").read_text())
+    assert result["best_val_ua"] >= best_before["value"]
+    assert not (fold_dir / "backup").exists()  # removed by BackupAndRestore when done
+    metrics = json.loads((output / "metrics.json").read_text())
+    assert metrics["folds"][0]["merged"]["ua"] == result["merged"]["ua"]
+
+    example = _load_example("iemocap")
+    report = example.main(args)
+    assert report["folds"][0] == result  # reused as it was, not trained again
+
+
+def test_other_settings_on_the_same_output_are_refused(tmp_path):
+    output = tmp_path / "run"
+    output.mkdir()
+    (output / "run_settings.json").write_text(json.dumps({"model": "speechformer"}))
+    example = _load_example("iemocap")
+    with pytest.raises(SystemExit, match=r"holds a run made with other settings \(.*"
+                       r"model: 'speechformer' then, 'conformer' now"):
+        example.main(["--output", str(output)])

@@ -1,0 +1,274 @@
+"""The training recipe the examples share: data options, folds, splits,
+normalization, batching and compilation.
+
+`examples/iemocap.py` (train, merge, export) and `examples/tune_expansion.py`
+(KerasTuner) read data and cut folds the same way through this module, so a
+tuned setting carries over to the training run unchanged.
+"""
+
+import dataclasses
+import json
+import os
+import sys
+
+import keras
+import numpy as np
+
+from keras_hrf import datasets
+from keras_hrf import features as feature_lib
+from keras_hrf.atomic import atomic_path
+from keras_hrf.datasets.demo import DEMO_NOTICE
+from keras_hrf.datasets.demo import make_demo_corpus
+from keras_hrf.metrics import UnweightedAccuracy
+from keras_hrf.models import Conformer
+from keras_hrf.models import ConvTransformer
+from keras_hrf.models import SpeechFormer
+
+MODELS = {
+    "conformer": Conformer,
+    "convtransformer": ConvTransformer,
+    "speechformer": SpeechFormer,
+}
+
+
+def model_class(name):
+    """The model class for a `--model` name, with an error that lists the names."""
+    try:
+        return MODELS[name]
+    except KeyError:
+        raise ValueError(f"Unknown model {name!r}; choose one of {sorted(MODELS)}") from None
+
+
+def add_data_arguments(parser):
+    """`--iemocap-root`, `--data-dir` (+ `--speaker-pattern`), `--manifest`;
+    none of them selects the embedded synthetic demo corpus."""
+    data = parser.add_argument_group("data (none of them: the embedded synthetic demo corpus)")
+    source = data.add_mutually_exclusive_group()
+    source.add_argument("--iemocap-root", metavar="PATH",
+                        help="IEMOCAP_full_release folder (4-class protocol, session folds)")
+    source.add_argument("--data-dir", metavar="DIR",
+                        help="one sub-folder of audio files per class")
+    source.add_argument("--manifest", metavar="CSV",
+                        help="CSV with path,label[,start,end,speaker,group,split]")
+    data.add_argument("--speaker-pattern", metavar="REGEX",
+                      help="with --data-dir: regex whose first group in a file name is the "
+                      "speaker (the fold unit)")
+    return data
+
+
+def check_data_arguments(parser, args):
+    if args.speaker_pattern and not args.data_dir:
+        parser.error("--speaker-pattern goes with --data-dir")
+
+
+def data_description(args):
+    return args.iemocap_root or args.data_dir or args.manifest or "demo (synthetic)"
+
+
+def load_data(args, demo_root, seed=0):
+    """The manifest the data arguments select, and whether it is the demo corpus.
+
+    Raises `DatasetError` naming the path when a data option points nowhere."""
+    if args.iemocap_root:
+        return datasets.load_iemocap(args.iemocap_root), False
+    if args.data_dir:
+        return datasets.from_folder(args.data_dir, speaker_pattern=args.speaker_pattern), False
+    if args.manifest:
+        return datasets.read_manifest(args.manifest), False
+    print(DEMO_NOTICE)
+    return make_demo_corpus(demo_root, clips_per_class=24, speakers=4, seed=seed), True
+
+
+def extract_features(manifest, cache_dir):
+    """Cached log-Mel features of every row; unreadable clips are printed and
+    returned, never dropped silently.
+
+    Returns:
+        `(features, usable, skipped)`: features per row (None where skipped),
+        the usable row indices and `(row, path, message)` for each skipped row.
+    """
+    extractor = feature_lib.FeatureExtractor(cache_dir=cache_dir)
+    features, skipped = extractor.extract(manifest)
+    for _, path, message in skipped:
+        print(f"Skipped {path}: {message}")
+    if skipped:
+        print(f"Skipped {len(skipped)} of {len(manifest)} clips")
+    usable = [i for i, f in enumerate(features) if f is not None]
+    if not usable:
+        raise datasets.DatasetError("No clip of the data could be read (see the messages above)")
+    return features, usable, skipped
+
+
+def choose_folds(manifest, requested, synthetic):
+    """The test groups to run: "all", a comma-separated list of group names or
+    1-based numbers, or None (all; the first group only for the demo)."""
+    groups = sorted(g for g in manifest["group"].unique() if g)
+    if len(groups) < 2:
+        raise datasets.DatasetError(
+            "Cross-validation needs at least two groups (sessions or speakers) in the "
+            f"manifest's `group` column; found {groups}. For --data-dir, give "
+            "--speaker-pattern."
+        )
+    if requested is None:
+        requested = groups[0] if synthetic else "all"
+    if requested == "all":
+        return groups
+    chosen = []
+    for item in str(requested).split(","):
+        item = item.strip()
+        if item in groups:
+            chosen.append(item)
+        elif item.isdigit() and 1 <= int(item) <= len(groups):
+            chosen.append(groups[int(item) - 1])
+        else:
+            raise datasets.DatasetError(f"--folds: unknown group {item!r}; the groups are {groups}")
+    return chosen
+
+
+def split_rows(manifest, test_group, usable, seed):
+    """Test: the rows of `test_group`. Validation: 10 % of the other rows,
+    stratified by class (for checkpoint selection and tuning). Training: the rest."""
+    rng = np.random.default_rng(seed)
+    test = [i for i in usable if manifest["group"].iat[i] == test_group]
+    rest = [i for i in usable if manifest["group"].iat[i] != test_group]
+    validation = []
+    for label in sorted(set(manifest["label"].iloc[rest])):
+        rows = [i for i in rest if manifest["label"].iat[i] == label]
+        rng.shuffle(rows)
+        validation += rows[: max(1, len(rows) // 10)]
+    train = sorted(set(rest) - set(validation))
+    return train, sorted(validation), test
+
+
+@dataclasses.dataclass
+class FoldData:
+    """One fold's normalized features and integer labels."""
+
+    test_group: str
+    classes: list
+    rows: dict  # "train" / "validation" / "test" -> manifest row indices
+    inputs: dict  # same keys -> list of (frames, bins) arrays
+    labels: dict  # same keys -> int32 arrays
+    mean: np.ndarray
+    std: np.ndarray
+
+    @property
+    def input_dim(self):
+        return int(self.mean.shape[-1])
+
+    def batches(self, part, batch_size, shuffle=False, seed=0):
+        """A `PaddedBatches` over one part ("train", "validation", "test")."""
+        return feature_lib.PaddedBatches(self.inputs[part], self.labels[part], batch_size,
+                                         shuffle=shuffle, seed=seed)
+
+
+def prepare_fold(manifest, classes, features, test_group, usable, seed, max_seconds):
+    """Split, check, normalize (statistics from the training rows only) and
+    cut utterances to `max_seconds`.
+
+    Raises:
+        DatasetError: when a class has no training example in this fold.
+    """
+    labels = np.array([classes.index(label) for label in manifest["label"]], dtype=np.int32)
+    train, validation, test = split_rows(manifest, test_group, usable, seed)
+    trained_classes = {classes[i] for i in labels[train]}
+    missing = [c for c in classes if c not in trained_classes]
+    if missing:
+        raise datasets.DatasetError(
+            f"Fold {test_group}: the training rows hold no example of {missing}"
+        )
+    absent = sorted(set(classes) - {classes[i] for i in labels[test]})
+    if absent:
+        print(f"Fold {test_group}: no test example of {absent}; UA and macro-F1 leave them out")
+    mean, std = feature_lib.fit_normalization([features[i] for i in train])
+    max_frames = int(round(max_seconds * 100))
+    parts = {"train": train, "validation": validation, "test": test}
+    return FoldData(
+        test_group=test_group,
+        classes=list(classes),
+        rows=parts,
+        inputs={
+            name: [feature_lib.normalize(features[i][:max_frames], mean, std) for i in rows]
+            for name, rows in parts.items()
+        },
+        labels={name: labels[rows] for name, rows in parts.items()},
+        mean=mean,
+        std=std,
+    )
+
+
+def compile_for_training(model, num_classes, learning_rate, weight_decay=1e-2):
+    """AdamW, sparse cross-entropy on logits, accuracy and UA (`"val_ua"`)."""
+    model.compile(
+        optimizer=keras.optimizers.AdamW(learning_rate, weight_decay=weight_decay),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy", UnweightedAccuracy(num_classes)],
+        # XLA on TensorFlow compiles each new batch shape for longer than these
+        # small models train; JAX always compiles, PyTorch runs eagerly.
+        jit_compile=False if keras.backend.backend() == "tensorflow" else "auto",
+    )
+    return model
+
+
+def fit_verbosity():
+    """A live progress bar on a terminal, one line per epoch in a log file."""
+    return 1 if sys.stdout.isatty() else 2
+
+
+def demo_root(output):
+    return os.path.join(output, "demo_corpus")
+
+
+class BestWeightsCheckpoint(keras.callbacks.Callback):
+    """Keep the weights of the epoch with the best `monitor` value, written
+    atomically, and remember that value on disk so that a resumed run (with
+    `keras.callbacks.BackupAndRestore`) only replaces them with better ones.
+
+    `keras.callbacks.ModelCheckpoint` writes in place and forgets its best
+    value when the process dies, so after a resume its first epoch would
+    overwrite better weights. Place this callback before `BackupAndRestore`.
+
+    Args:
+        filepath: The `.weights.h5` file.
+        monitor: A logged metric, e.g. `"val_ua"`.
+        mode: `"max"` or `"min"`.
+        resume: Start from the value stored beside `filepath` (when both exist).
+    """
+
+    def __init__(self, filepath, monitor="val_ua", mode="max", resume=False):
+        super().__init__()
+        if mode not in ("max", "min"):
+            raise ValueError(f"mode must be 'max' or 'min', received {mode!r}")
+        self.filepath = os.fspath(filepath)
+        self.score_path = self.filepath + ".json"
+        self.monitor = monitor
+        self.mode = mode
+        self.best = None
+        self.best_epoch = None
+        if resume and os.path.isfile(self.filepath) and os.path.isfile(self.score_path):
+            with open(self.score_path) as handle:
+                stored = json.load(handle)
+            if stored.get("monitor") == monitor:
+                self.best, self.best_epoch = stored["value"], stored["epoch"]
+
+    def _improved(self, value):
+        if self.best is None:
+            return True
+        return value > self.best if self.mode == "max" else value < self.best
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        if self.monitor not in logs:
+            raise KeyError(
+                f"BestWeightsCheckpoint: {self.monitor!r} is not among the logged metrics "
+                f"{sorted(logs)}"
+            )
+        value = float(logs[self.monitor])
+        if not self._improved(value):
+            return
+        with atomic_path(self.filepath) as path:
+            self.model.save_weights(path)
+        with atomic_path(self.score_path) as path:
+            with open(path, "w") as handle:
+                json.dump({"monitor": self.monitor, "value": value, "epoch": epoch + 1}, handle)
+        self.best, self.best_epoch = value, epoch + 1

@@ -1,0 +1,94 @@
+"""The shared recipe: folds, splits, normalization, the resumable checkpoint."""
+
+import json
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+
+from keras_hrf import training
+from keras_hrf.datasets import DatasetError
+
+
+def _manifest(groups=("g1", "g2", "g3"), labels=("a", "b"), per_label=10):
+    rows = []
+    for group in groups:
+        for label in labels:
+            for k in range(per_label):
+                rows.append({"path": f"{group}_{label}_{k}.wav", "label": label,
+                             "speaker": group, "group": group, "split": ""})
+    return pd.DataFrame(rows)
+
+
+def test_folds_by_name_number_or_all():
+    manifest = _manifest()
+    assert training.choose_folds(manifest, None, synthetic=False) == ["g1", "g2", "g3"]
+    assert training.choose_folds(manifest, None, synthetic=True) == ["g1"]
+    assert training.choose_folds(manifest, "g3, 1", synthetic=False) == ["g3", "g1"]
+    with pytest.raises(DatasetError, match=r"unknown group 'g9'"):
+        training.choose_folds(manifest, "g9", synthetic=False)
+    with pytest.raises(DatasetError, match=r"at least two groups"):
+        training.choose_folds(_manifest(groups=("only",)), None, synthetic=False)
+
+
+def test_split_keeps_the_test_group_out_and_validates_every_class():
+    manifest = _manifest()
+    usable = list(range(len(manifest)))
+    train, validation, test = training.split_rows(manifest, "g2", usable, seed=0)
+    assert set(manifest["group"].iloc[test]) == {"g2"} and len(test) == 20
+    assert not set(train) & set(validation)
+    assert set(train) | set(validation) == set(usable) - set(test)
+    assert sorted(manifest["label"].iloc[validation]) == ["a", "a", "b", "b"]
+
+
+def test_prepare_fold_normalizes_with_training_rows_only():
+    manifest = _manifest()
+    rng = np.random.default_rng(0)
+    # The test group is shifted: its statistics must not leak into the normalization.
+    features = [rng.normal(size=(30, 4)).astype("float32") + (50.0 if g == "g3" else 0.0)
+                for g in manifest["group"]]
+    fold = training.prepare_fold(manifest, ["a", "b"], features, "g3",
+                                 list(range(len(manifest))), seed=0, max_seconds=0.2)
+    assert np.all(np.abs(fold.mean) < 0.5)
+    assert all(len(x) == 20 for x in fold.inputs["train"])  # cut to 0.2 s
+    assert np.all(np.concatenate(fold.inputs["test"]).mean(axis=0) > 30)
+    x, y = fold.batches("train", 8, shuffle=True)[0]
+    assert x.shape == (8, 100, 4) and y.shape == (8,)
+
+
+def test_unknown_model_name_is_listed():
+    with pytest.raises(ValueError, match=r"Unknown model 'bert'.*conformer"):
+        training.model_class("bert")
+
+
+def _tiny_model():
+    inputs = keras.Input((3,))
+    return keras.Model(inputs, keras.layers.Dense(2)(inputs))
+
+
+def test_best_weights_checkpoint_keeps_the_best_and_resumes_with_it(tmp_path):
+    path = tmp_path / "best.weights.h5"
+    model = _tiny_model()
+    checkpoint = training.BestWeightsCheckpoint(path, monitor="val_ua", mode="max")
+    checkpoint.set_model(model)
+    checkpoint.on_epoch_end(0, {"val_ua": 0.5})
+    saved = [w.copy() for w in model.get_weights()]
+    model.set_weights([w + 1.0 for w in saved])
+    checkpoint.on_epoch_end(1, {"val_ua": 0.4})  # worse: the file keeps epoch 1
+    assert json.loads((tmp_path / "best.weights.h5.json").read_text())["epoch"] == 1
+
+    resumed = training.BestWeightsCheckpoint(path, monitor="val_ua", mode="max", resume=True)
+    assert (resumed.best, resumed.best_epoch) == (0.5, 1)
+    resumed.set_model(model)
+    resumed.on_epoch_end(2, {"val_ua": 0.45})  # better than nothing, not than 0.5
+    fresh = _tiny_model()
+    fresh.load_weights(str(path))
+    for a, b in zip(fresh.get_weights(), saved):
+        np.testing.assert_array_equal(a, b)
+    resumed.on_epoch_end(3, {"val_ua": 0.75})
+    assert json.loads((tmp_path / "best.weights.h5.json").read_text())["value"] == 0.75
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".partial")]
+
+    with pytest.raises(KeyError, match=r"'val_ua' is not among the logged metrics \['loss'\]"):
+        resumed.on_epoch_end(4, {"loss": 1.0})
