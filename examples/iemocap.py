@@ -85,30 +85,6 @@ def parse_args(argv):
     return args
 
 
-def run_settings(args):
-    settings = {name: getattr(args, name) for name in RUN_SETTINGS}
-    settings["backend"] = keras.backend.backend()
-    return settings
-
-
-def check_resumable(args):
-    """Refuse to mix two runs' settings in one --output folder."""
-    path = os.path.join(args.output, "run_settings.json")
-    if not os.path.isfile(path):
-        return
-    with open(path) as handle:
-        previous = json.load(handle)
-    current = run_settings(args)
-    changed = [f"{name}: {previous.get(name)!r} then, {value!r} now"
-               for name, value in current.items() if previous.get(name) != value]
-    if changed:
-        raise SystemExit(
-            f"--output {args.output} holds a run made with other settings ("
-            + "; ".join(changed) + "). Resume it with the same settings, or choose "
-            "another --output."
-        )
-
-
 def predict(model, inputs, batch_size):
     return model.predict(PaddedBatches(inputs, batch_size=batch_size), verbose=0)
 
@@ -275,7 +251,8 @@ def confusion_svg(matrix, classes, title):
 
 def main(argv=None):
     args = parse_args(argv)
-    check_resumable(args)
+    settings = training.run_settings(args, RUN_SETTINGS)
+    training.check_run_settings(args.output, settings)
     os.makedirs(args.output, exist_ok=True)
     keras.utils.set_random_seed(args.seed)
     manifest, synthetic = training.load_data(args, training.demo_root(args.output), args.seed)
@@ -285,9 +262,7 @@ def main(argv=None):
           f"backend {keras.backend.backend()}")
     if manifest.attrs.get("excluded"):
         print(f"Left out by the loader: {manifest.attrs['excluded']}")
-    with atomic_path(os.path.join(args.output, "run_settings.json")) as path:
-        with open(path, "w") as handle:
-            json.dump(run_settings(args), handle, indent=2)
+    training.write_run_settings(args.output, settings)
 
     features, usable, skipped = training.extract_features(
         manifest, os.path.join(args.output, "feature_cache")

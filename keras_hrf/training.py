@@ -61,6 +61,38 @@ def check_data_arguments(parser, args):
         parser.error("--speaker-pattern goes with --data-dir")
 
 
+def run_settings(args, names):
+    """The arguments `names` of a run and the Keras backend: what a resumed run
+    must repeat."""
+    settings = {name: getattr(args, name) for name in names}
+    settings["backend"] = keras.backend.backend()
+    return settings
+
+
+def check_run_settings(output, settings):
+    """Refuse to mix two runs' settings in one output folder: raise SystemExit
+    listing what differs from `output/run_settings.json`, if it exists."""
+    path = os.path.join(output, "run_settings.json")
+    if not os.path.isfile(path):
+        return
+    with open(path) as handle:
+        previous = json.load(handle)
+    changed = [f"{name}: {previous.get(name)!r} then, {value!r} now"
+               for name, value in settings.items() if previous.get(name) != value]
+    if changed:
+        raise SystemExit(
+            f"--output {output} holds a run made with other settings ("
+            + "; ".join(changed) + "). Resume it with the same settings, or choose "
+            "another --output."
+        )
+
+
+def write_run_settings(output, settings):
+    with atomic_path(os.path.join(output, "run_settings.json")) as path:
+        with open(path, "w") as handle:
+            json.dump(settings, handle, indent=2)
+
+
 def data_description(args):
     return args.iemocap_root or args.data_dir or args.manifest or "demo (synthetic)"
 

@@ -93,7 +93,8 @@ def make_demo_corpus(root, clips_per_class=12, speakers=6, sample_rate=16000,
                 path = os.path.join(folder, f"spk{speaker:02d}_{index:03d}.wav")
                 if not os.path.isfile(path):
                     clip = synthesize_clip(clip_rng, label, pitch, formants, sample_rate, seconds)
-                    temporary = path + ".tmp.wav"
+                    # Per-process name: tuning workers may write the corpus at once.
+                    temporary = f"{path}.{os.getpid()}.tmp.wav"
                     soundfile.write(temporary, clip, sample_rate, subtype="PCM_16")
                     os.replace(temporary, path)
                 rows.append({"path": path, "label": label, "speaker": f"spk{speaker:02d}",

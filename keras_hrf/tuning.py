@@ -1,0 +1,261 @@
+"""KerasTuner search over the HRF expansion width.
+
+`HRFHyperModel` builds a `Conformer`, `ConvTransformer` or `SpeechFormer` whose
+HRF expansion width is a hyperparameter. Width 0 is the plain model, so the
+baseline competes in the same search, on the same data, with the same budget.
+Any of KerasTuner's own tuners runs it, alone or distributed with KerasTuner's
+chief/worker oracle (`KERASTUNER_TUNER_ID`, `KERASTUNER_ORACLE_IP`,
+`KERASTUNER_ORACLE_PORT`):
+
+    hypermodel = keras_hrf.tuning.HRFHyperModel(num_classes=4, expansions=(0, 2, 4))
+    tuner = keras_hrf.tuning.make_tuner("random", hypermodel, max_trials=8,
+                                        directory="runs/tune", project_name="search")
+    tuner.search(train_batches, validation_data=validation_batches, epochs=10)
+    table = keras_hrf.tuning.trials_table(tuner.oracle)   # one row per trial
+    merged = keras_hrf.reparameterize(tuner.get_best_models(1)[0])
+
+The objective is validation UA (`keras_hrf.metrics.UnweightedAccuracy`,
+logged as `"val_ua"`), maximized.
+"""
+
+import numbers
+import time
+
+import keras
+import keras_tuner
+import numpy as np
+import pandas as pd
+
+from keras_hrf import training
+from keras_hrf.layers.hrf_block import validate_hrf_targets
+from keras_hrf.layers.hrf_dense import HRFDense
+
+OBJECTIVE = "val_ua"
+TUNERS = {
+    "random": keras_tuner.RandomSearch,
+    "bayesian": keras_tuner.BayesianOptimization,
+    "hyperband": keras_tuner.Hyperband,
+}
+
+
+def objective():
+    return keras_tuner.Objective(OBJECTIVE, direction="max")
+
+
+def _choices(name, values, check):
+    values = list(values)
+    if not values:
+        raise ValueError(f"Empty search space: `{name}` lists no value to try")
+    for value in values:
+        check(value)
+    if len(set(values)) != len(values):
+        raise ValueError(f"`{name}` lists a value twice: {values}")
+    return values
+
+
+def _number_check(name, low, high, low_inclusive=True):
+    def check(value):
+        ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
+        ok = ok and (value >= low if low_inclusive else value > low) and value < high
+        if not ok:
+            bound = "[" if low_inclusive else "("
+            raise ValueError(
+                f"Received an invalid value in `{name}`: expected numbers in "
+                f"{bound}{low}, {high}). Received: {value!r}"
+            )
+
+    return check
+
+
+def _targets_name(targets):
+    """`("ffn", "attention")` or `"ffn+attention"` -> `"ffn+attention"`."""
+    if isinstance(targets, str):
+        targets = targets.split("+")
+    return "+".join(validate_hrf_targets(targets))
+
+
+class HRFHyperModel(keras_tuner.HyperModel):
+    """One of the package's models, with the HRF expansion width to tune.
+
+    Hyperparameters (a list with one value is recorded as fixed, not searched):
+        `hrf_expansion`: the expansion width as a multiple of the model width;
+            0 is the plain model (no HRF).
+        `hrf_targets`, `hrf_norm`: only where `hrf_expansion` > 0.
+        `learning_rate`, `dropout`.
+
+    Args:
+        num_classes: Classes of the task.
+        input_dim: Features per frame.
+        model: `"conformer"`, `"convtransformer"` or `"speechformer"`.
+        size: The model preset, `"lite"` or `"large"`.
+        expansions: Widths to try, e.g. `(0, 1, 2, 4, 8)`.
+        hrf_targets: Target sets to try, each a tuple such as `("ffn",)` or a
+            string such as `"ffn+attention"`.
+        hrf_norms: `None` and/or `"batch"`.
+        learning_rates, dropouts: Values to try.
+        weight_decay: AdamW's weight decay.
+        model_kwargs: More constructor arguments (e.g. `num_layers`).
+    """
+
+    def __init__(self, num_classes, input_dim=80, model="conformer", size="lite",
+                 expansions=(0, 1, 2, 4, 8), hrf_targets=(("ffn",),), hrf_norms=(None,),
+                 learning_rates=(1e-3,), dropouts=(0.1,), weight_decay=1e-2,
+                 model_kwargs=None, name=None, tunable=True):
+        super().__init__(name=name, tunable=tunable)
+        self.model_class = training.model_class(model)
+        if size not in self.model_class.presets:
+            raise ValueError(f"Unknown size {size!r}; choose one of {sorted(self.model_class.presets)}")
+        self.num_classes = num_classes
+        self.input_dim = input_dim
+        self.model_name = model
+        self.size = size
+        self.expansions = _choices("expansions", expansions, _number_check("expansions", 0, 1e3))
+        self.expansions = [int(e) if float(e).is_integer() else float(e) for e in self.expansions]
+        if len({type(e) for e in self.expansions}) > 1:
+            self.expansions = [float(e) for e in self.expansions]
+        self.hrf_targets = _choices("hrf_targets", [_targets_name(t) for t in hrf_targets],
+                                    lambda t: None)
+        self.hrf_norms = _choices("hrf_norms", ["none" if n is None else n for n in hrf_norms],
+                                  self._check_norm)
+        self.learning_rates = _choices("learning_rates", [float(v) for v in learning_rates],
+                                       _number_check("learning_rates", 0, 1.0, False))
+        self.dropouts = _choices("dropouts", [float(v) for v in dropouts],
+                                 _number_check("dropouts", 0, 1.0))
+        self.weight_decay = weight_decay
+        self.model_kwargs = dict(model_kwargs or {})
+
+    @staticmethod
+    def _check_norm(value):
+        if value not in ("none", "batch"):
+            raise ValueError(f"Received an invalid value in `hrf_norms`: expected None or "
+                             f"'batch'. Received: {value!r}")
+
+    @staticmethod
+    def _pick(hp, name, values):
+        if len(values) == 1:
+            return hp.Fixed(name, values[0])
+        return hp.Choice(name, values)
+
+    def build(self, hp):
+        expansion = self._pick(hp, "hrf_expansion", self.expansions)
+        targets, norm = ("ffn",), None
+        with_hrf = [e for e in self.expansions if e > 0]
+        if with_hrf and len(self.expansions) > 1:
+            with hp.conditional_scope("hrf_expansion", with_hrf):
+                if expansion > 0:
+                    targets, norm = self._pick_hrf_options(hp)
+        elif expansion > 0:
+            targets, norm = self._pick_hrf_options(hp)
+        learning_rate = self._pick(hp, "learning_rate", self.learning_rates)
+        dropout = self._pick(hp, "dropout", self.dropouts)
+        model = self.model_class(
+            self.num_classes, input_dim=self.input_dim, size=self.size,
+            hrf_expansion=expansion or None, hrf_norm=norm, hrf_targets=targets,
+            dropout=dropout, **self.model_kwargs,
+        )
+        return training.compile_for_training(model, self.num_classes, learning_rate,
+                                             weight_decay=self.weight_decay)
+
+    def _pick_hrf_options(self, hp):
+        targets = self._pick(hp, "hrf_targets", self.hrf_targets).split("+")
+        norm = self._pick(hp, "hrf_norm", self.hrf_norms)
+        return tuple(targets), None if norm == "none" else norm
+
+    def fit(self, hp, model, *args, **kwargs):
+        """`model.fit`, timed. Returns the best epoch's validation metrics, the
+        training time and the parameter counts, which KerasTuner records."""
+        started = time.perf_counter()
+        history = model.fit(*args, **kwargs)
+        seconds = time.perf_counter() - started
+        scores = history.history.get(OBJECTIVE)
+        if not scores:
+            raise ValueError(
+                f"The objective {OBJECTIVE!r} was not logged: pass `validation_data` to "
+                "`search()`. Logged: " + ", ".join(sorted(history.history))
+            )
+        best = int(np.argmax(scores))
+        results = {name: float(values[best]) for name, values in history.history.items()
+                   if name.startswith("val_")}
+        results.update(
+            train_seconds=seconds,
+            epochs_run=len(scores),
+            params_training=model.count_params(),
+            params_deployed=deployed_parameter_count(model),
+        )
+        return results
+
+
+def deployed_parameter_count(model):
+    """Parameters of `model` once every `HRFDense` is merged into a `Dense`
+    (the expansion and its BatchNorm vanish), without merging anything."""
+    extra = 0
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, HRFDense) and layer.built:
+            merged = layer.expansion_kernel.shape[0] * layer.units + (layer.units if layer.use_bias else 0)
+            extra += layer.count_params() - merged
+    return model.count_params() - extra
+
+
+def make_tuner(name, hypermodel, max_trials, max_epochs=None, seed=None, **kwargs):
+    """KerasTuner's `RandomSearch`, `BayesianOptimization` or `Hyperband`,
+    maximizing validation UA. Hyperband schedules epochs up to `max_epochs`
+    and stops after `max_trials` trials. `kwargs` go to the tuner
+    (`directory`, `project_name`, `overwrite`, ...): with `overwrite=False`
+    (the default) a search in an existing directory resumes."""
+    if name not in TUNERS:
+        raise ValueError(f"Unknown tuner {name!r}; choose one of {sorted(TUNERS)}")
+    if not isinstance(max_trials, int) or max_trials < 1:
+        raise ValueError(f"`max_trials` must be a positive integer. Received: {max_trials!r}")
+    if name == "hyperband":
+        if not max_epochs or max_epochs < 2:
+            raise ValueError(f"Hyperband needs `max_epochs` >= 2. Received: {max_epochs!r}")
+        tuner = keras_tuner.Hyperband(hypermodel, objective=objective(), max_epochs=max_epochs,
+                                      seed=seed, **kwargs)
+        tuner.oracle.max_trials = max_trials
+        return tuner
+    return TUNERS[name](hypermodel, objective=objective(), max_trials=max_trials, seed=seed,
+                        **kwargs)
+
+
+def trials_table(oracle):
+    """One row per trial: id, status, every hyperparameter, the objective and
+    the recorded metrics (training time, parameter counts), sorted by id."""
+    rows = []
+    for trial_id, trial in sorted(oracle.trials.items()):
+        row = {"trial_id": trial_id, "status": trial.status}
+        row.update({f"hp_{k}": v for k, v in trial.hyperparameters.values.items()})
+        row["hrf_expansion"] = trial.hyperparameters.values.get("hrf_expansion")
+        row[OBJECTIVE] = trial.score
+        for name in trial.metrics.metrics:
+            if name != OBJECTIVE:
+                row[name] = trial.metrics.get_last_value(name)
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return table
+    table = table.drop(columns=["hp_hrf_expansion"])
+    for name in ("params_training", "params_deployed", "epochs_run"):
+        if name in table:
+            table[name] = table[name].astype("Int64")
+    first = ["trial_id", "status", "hrf_expansion",
+             *sorted(c for c in table if c.startswith("hp_")),
+             OBJECTIVE, "train_seconds", "params_training", "params_deployed", "epochs_run"]
+    first = [c for c in first if c in table]
+    return table[first + sorted(c for c in table if c not in first)]
+
+
+def width_summary(table):
+    """Per expansion width, over completed trials: how many, best and mean
+    validation UA, mean training seconds and parameters while training."""
+    done = table[table["status"] == "COMPLETED"] if "status" in table else table
+    if done.empty:
+        return pd.DataFrame()
+    summary = done.groupby("hrf_expansion").agg(
+        trials=(OBJECTIVE, "size"),
+        best_val_ua=(OBJECTIVE, "max"),
+        mean_val_ua=(OBJECTIVE, "mean"),
+        mean_train_seconds=("train_seconds", "mean"),
+        params_training=("params_training", "max"),
+        params_deployed=("params_deployed", "max"),
+    )
+    return summary.reset_index()

@@ -1,0 +1,221 @@
+"""KerasTuner search over the HRF expansion width: the HyperModel, the example,
+resuming, and KerasTuner's chief/worker oracle on 127.0.0.1."""
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import keras
+import keras_tuner
+import numpy as np
+import pandas as pd
+import pytest
+from test_examples import _load_example
+
+import keras_hrf
+from keras_hrf import tuning
+
+SCRIPT = os.path.join(os.path.dirname(__file__), os.pardir, "examples", "tune_expansion.py")
+# Small trials: one block, width 32, one epoch; the search logic is what is tested.
+TINY = ["--epochs", "1", "--num-layers", "1", "--model-dim", "32", "--max-seconds", "1.5"]
+
+
+@pytest.mark.parametrize("model", sorted(keras_hrf.training.MODELS))
+def test_the_hypermodel_builds_every_model_at_every_width(model):
+    hypermodel = tuning.HRFHyperModel(4, input_dim=40, model=model, expansions=(0, 1, 2, 4, 8),
+                                      model_kwargs={"num_layers": 1})
+    counts = {}
+    for width in (0, 1, 2, 4, 8):
+        hp = keras_tuner.HyperParameters()
+        hp.values["hrf_expansion"] = width
+        built = hypermodel.build(hp)
+        hrf_layers = [l for l in built._flatten_layers() if isinstance(l, keras_hrf.HRFDense)]
+        assert bool(hrf_layers) == (width > 0)
+        assert built.compiled
+        counts[width] = (built.count_params(), tuning.deployed_parameter_count(built))
+    plain = counts[0][0]
+    assert all(deployed == plain for _, deployed in counts.values())
+    assert counts[1][0] < counts[2][0] < counts[4][0] < counts[8][0]
+    # The shortcut count agrees with a real merge.
+    assert keras_hrf.reparameterize(built).count_params() == plain
+
+
+def test_conditional_hrf_options_and_fixed_values():
+    hypermodel = tuning.HRFHyperModel(4, expansions=(0, 2), hrf_targets=("ffn", "ffn+attention"),
+                                      hrf_norms=(None, "batch"), learning_rates=(1e-3,))
+    hp = keras_tuner.HyperParameters()
+    hp.values.update(hrf_expansion=2, hrf_targets="ffn+attention", hrf_norm="batch")
+    model = hypermodel.build(hp)
+    assert model.get_config()["hrf_targets"] == ["ffn", "attention"]
+    assert model.get_config()["hrf_norm"] == "batch"
+    assert hp.get("learning_rate") == 1e-3  # one value: fixed, still recorded
+    names = {p.name: p for p in hp.space}
+    assert [c.values for c in names["hrf_targets"].conditions] == [[2]]
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"expansions": ()}, r"Empty search space: `expansions`"),
+        ({"expansions": (0, -1)}, r"`expansions`.*Received: -1"),
+        ({"learning_rates": ()}, r"Empty search space: `learning_rates`"),
+        ({"hrf_targets": ("ffn+mlp",)}, r"hrf_targets.*'mlp'"),
+        ({"hrf_norms": ("layer",)}, r"`hrf_norms`.*'layer'"),
+        ({"model": "bert"}, r"Unknown model 'bert'"),
+        ({"size": "huge"}, r"Unknown size 'huge'"),
+    ],
+)
+def test_bad_search_spaces_are_named(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        tuning.HRFHyperModel(4, **kwargs)
+
+
+def test_unknown_tuner_and_bad_trial_counts_are_named():
+    hypermodel = tuning.HRFHyperModel(4)
+    with pytest.raises(ValueError, match=r"Unknown tuner 'grid'.*bayesian"):
+        tuning.make_tuner("grid", hypermodel, max_trials=2)
+    with pytest.raises(ValueError, match=r"`max_trials` must be a positive integer"):
+        tuning.make_tuner("random", hypermodel, max_trials=0)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--model", "bert"], r"--model: unknown model 'bert'"),
+        (["--tuner", "grid"], r"--tuner: unknown tuner 'grid'"),
+        (["--expansions", ","], r"--expansions: empty search space"),
+        (["--tuner", "hyperband", "--epochs", "1"], r"hyperband needs --epochs >= 2"),
+    ],
+)
+def test_bad_command_lines_are_named(argv, message, capsys):
+    example = _load_example("tune_expansion")
+    with pytest.raises(SystemExit):
+        example.main(argv)
+    assert re.search(message, capsys.readouterr().err)
+
+
+def test_a_data_option_that_points_nowhere_is_named(tmp_path):
+    example = _load_example("tune_expansion")
+    with pytest.raises(keras_hrf.datasets.DatasetError, match=r"Data folder not found: .*nowhere"):
+        example.main(["--data-dir", str(tmp_path / "nowhere"), "--output", str(tmp_path / "o")])
+
+
+def _environment(backend, **extra):
+    return dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="2", **extra)
+
+
+def _start(args, env):
+    return subprocess.Popen([sys.executable, SCRIPT, *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+def _wait_for(condition, process, seconds):
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        value = condition()
+        if value:
+            return value
+        if process.poll() is not None:
+            return None
+        time.sleep(0.1)
+    return None
+
+
+def _trial_status(output, trial_id):
+    path = output / "search" / f"trial_{trial_id}" / "trial.json"
+    return json.loads(path.read_text())["status"] if path.is_file() else None
+
+
+def test_a_killed_search_resumes_without_losing_a_finished_trial(tmp_path, backend):
+    output = tmp_path / "tune"
+    args = [*TINY, "--max-trials", "3", "--expansions", "0,1,2", "--output", str(output)]
+    first = _start(args, _environment(backend))
+    # Kill while the second trial runs: the first has finished.
+    started = _wait_for(lambda: _trial_status(output, 1) == "RUNNING", first, 400)
+    first.send_signal(signal.SIGKILL)
+    log = first.communicate()[0]
+    assert started, f"the second trial never started:\n{log[-3000:]}"
+    finished = (output / "search" / "trial_0" / "trial.json").read_text()
+    assert json.loads(finished)["status"] == "COMPLETED"
+    assert not (output / "trials.csv").exists()
+
+    second = _start(args, _environment(backend))
+    log = second.communicate(timeout=600)[0]
+    assert second.returncode == 0, log[-3000:]
+    # The finished trial was kept as it was, not run again.
+    assert (output / "search" / "trial_0" / "trial.json").read_text() == finished
+    table = pd.read_csv(output / "trials.csv")
+    assert list(table["status"]) == ["COMPLETED"] * 3
+    assert sorted(table["hrf_expansion"]) == [0, 1, 2]
+    assert table["train_seconds"].gt(0).all() and table["val_ua"].between(0, 1).all()
+    assert table["params_deployed"].nunique() == 1
+    assert table.set_index("hrf_expansion")["params_training"].is_monotonic_increasing
+
+    # Once more, in this process: the search is complete, only the reports are made.
+    report = _load_example("tune_expansion").main(args)
+    assert report["trials_completed"] == 3
+    assert report["params_merged"] == report["params_plain"] == table["params_deployed"].iloc[0]
+    assert report["max_abs_logit_difference"] < 1e-4
+    merged = keras.saving.load_model(str(output / "best_merged.keras"), safe_mode=True)
+    assert not any(isinstance(l, keras_hrf.HRFDense) for l in merged._flatten_layers())
+    assert merged.count_params() == report["params_plain"]
+    widths = pd.read_csv(output / "widths.csv")
+    assert list(widths["hrf_expansion"]) == [0, 1, 2] and list(widths["trials"]) == [1, 1, 1]
+
+
+def _free_port():
+    with socket.socket() as handle:
+        handle.bind(("127.0.0.1", 0))
+        return handle.getsockname()[1]
+
+
+def test_chief_and_two_workers_on_loopback_survive_a_killed_worker(tmp_path, backend):
+    """KerasTuner's own oracle service: a chief and workers tuner0/tuner1 on
+    127.0.0.1. tuner1 is killed during its trial and started again with the
+    same ID; the chief gives it the same trial back and the search completes."""
+    output = tmp_path / "tune"
+    args = [*TINY, "--max-trials", "4", "--expansions", "0,1,2,4", "--output", str(output)]
+    port = str(_free_port())
+
+    def start(tuner_id):
+        return _start(args, _environment(backend, KERASTUNER_TUNER_ID=tuner_id,
+                                         KERASTUNER_ORACLE_IP="127.0.0.1",
+                                         KERASTUNER_ORACLE_PORT=port))
+
+    def ongoing():
+        path = output / "search" / "oracle.json"
+        try:
+            return json.loads(path.read_text())["ongoing_trials"].get("tuner1")
+        except (OSError, ValueError, KeyError):
+            return None
+
+    chief = start("chief")
+    processes = [chief]
+    try:
+        assert _wait_for(lambda: (output / "search" / "oracle.json").exists(), chief, 300), \
+            chief.communicate()[0][-3000:] if chief.poll() is not None else "no chief"
+        processes += [start("tuner0"), start("tuner1")]
+        killed_trial = _wait_for(ongoing, processes[2], 400)
+        processes[2].send_signal(signal.SIGKILL)
+        processes[2].communicate()
+        assert killed_trial, "tuner1 never got a trial"
+        assert ongoing() == killed_trial  # it died mid-trial
+        processes[2] = start("tuner1")
+        logs = [p.communicate(timeout=500)[0] for p in processes]
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+    assert [p.returncode for p in processes] == [0, 0, 0], [log[-2000:] for log in logs]
+    assert "no trial left" in logs[1] and "no trial left" in logs[2]
+    table = pd.read_csv(output / "trials.csv", dtype={"trial_id": str})
+    assert len(table) == 4 and (table["status"] == "COMPLETED").all()
+    assert sorted(table["hrf_expansion"]) == [0, 1, 2, 4]
+    assert killed_trial in set(table["trial_id"])
+    assert (output / "best_merged.keras").is_file()
+    assert json.loads((output / "search_report.json").read_text())["trials_completed"] == 4
