@@ -10,6 +10,8 @@ from keras_hrf import features
 from keras_hrf import layers
 from keras_hrf import metrics
 from keras_hrf import models
+from keras_hrf import training
+from keras_hrf import tuning
 from keras_hrf.layers.hrf_dense import HRFDense
 from keras_hrf.models import Conformer
 from keras_hrf.models import ConvTransformer
@@ -30,6 +32,8 @@ __all__ = [
     "layers",
     "metrics",
     "models",
+    "training",
+    "tuning",
     "is_reparameterizable",
     "reparameterize",
     "reparameterized_copy",

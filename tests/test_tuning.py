@@ -75,6 +75,15 @@ def test_bad_search_spaces_are_named(kwargs, message):
         tuning.HRFHyperModel(4, **kwargs)
 
 
+@pytest.mark.parametrize("name", sorted(tuning.TUNERS))
+def test_every_tuner_maximizes_validation_ua(name, tmp_path):
+    tuner = tuning.make_tuner(name, tuning.HRFHyperModel(4), max_trials=5, max_epochs=4,
+                              directory=str(tmp_path), project_name=name)
+    assert tuner.oracle.objective.name == "val_ua"
+    assert tuner.oracle.objective.direction == "max"
+    assert tuner.oracle.max_trials == 5
+
+
 def test_unknown_tuner_and_bad_trial_counts_are_named():
     hypermodel = tuning.HRFHyperModel(4)
     with pytest.raises(ValueError, match=r"Unknown tuner 'grid'.*bayesian"):
