@@ -1,0 +1,283 @@
+"""Does HRF help on real speech? Leave-one-speaker-out on EmoDB.
+
+Speaker-independent, 10 folds (one per EmoDB speaker), several seeds. Each run
+trains on nine speakers (10 % of their utterances, stratified, for choosing the
+best epoch by validation UA), tests on the tenth, and for HRF runs tests the
+merged model (`keras_hrf.reparameterize`), which must score exactly as the HRF
+model did. Configurations (`--configs`):
+
+    lite_plain      the lite model, no HRF (the baseline)
+    lite_hrf2       HRF r = 2, merged for testing
+    lite_hrf4       HRF r = 4
+    lite_hrf4_bn    HRF r = 4 with BatchNorm in the expansion (expansion_norm="batch")
+    lite_hrf4_all   HRF r = 4 on the FFNs, attention and convolution projections
+    large_plain     the large model, no HRF
+
+The recipe (the same for every configuration): 80 log-Mel bins normalized with
+the training speakers' statistics, SpecAugment (two frequency masks of up to 8
+bins, two time masks of up to 5 % of the frames) on training batches, AdamW with
+a linear warm-up and cosine decay (weight decay 0.05), batch 16, utterances cut
+to 4 s.
+
+Every run is saved as its own JSON file under --output/runs/, and runs already
+there are skipped, so the benchmark can be stopped and continued, or spread over
+machines. The summary (mean and spread of UA, WA and macro-F1 per configuration,
+and a paired comparison of each configuration against lite_plain on the same
+folds and seeds) is printed and written to --output/summary.json.
+
+    python benchmarks/accuracy.py                      # 10 folds x 3 seeds x all configs
+    python benchmarks/accuracy.py --quick              # 2 folds, 1 seed, plain vs HRF r=4, 3 epochs
+    python benchmarks/accuracy.py --configs lite_plain lite_hrf4 --seeds 0 --epochs 20
+"""
+
+import argparse
+import glob
+import json
+import os
+import platform
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_EMODB = os.path.join(HERE, os.pardir, os.pardir, "shared", "data", "emodb")
+
+CONFIGS = {
+    "lite_plain": dict(size="lite", hrf_expansion=None),
+    "lite_hrf2": dict(size="lite", hrf_expansion=2.0),
+    "lite_hrf4": dict(size="lite", hrf_expansion=4.0),
+    "lite_hrf4_bn": dict(size="lite", hrf_expansion=4.0, hrf_norm="batch"),
+    "lite_hrf4_all": dict(size="lite", hrf_expansion=4.0,
+                          hrf_targets=("ffn", "attention", "conv")),
+    "large_plain": dict(size="large", hrf_expansion=None),
+}
+BASELINE = "lite_plain"
+
+
+def spec_augment_batches(batches, seed):
+    """`PaddedBatches` whose training batches get SpecAugment masks (zeroed
+    bins and frames of the normalized features; padding stays padding)."""
+    import numpy as np
+
+    from keras_hrf.features import PaddedBatches
+
+    class SpecAugmented(PaddedBatches):
+        def __getitem__(self, index):
+            x, y = super().__getitem__(index)
+            x = x.copy()
+            rng = np.random.default_rng([seed, self.epoch, index])
+            for row in range(len(x)):
+                frames = int(np.sum(np.any(x[row] != 0.0, axis=-1)))
+                for _ in range(2):
+                    width = rng.integers(0, 9)
+                    start = rng.integers(0, x.shape[-1] - width + 1)
+                    x[row, :frames, start:start + width] = 0.0  # the normalized mean
+                for _ in range(2):
+                    width = rng.integers(0, max(1, int(0.05 * frames)) + 1)
+                    start = rng.integers(0, max(1, frames - width + 1))
+                    # Not 0: a frame of zeros would read as padding.
+                    x[row, start:start + width] = 1e-3
+            return x, y
+
+        def on_epoch_end(self):
+            super().on_epoch_end()
+            self.epoch += 1
+
+    augmented = SpecAugmented(batches.features, batches.labels, batches.batch_size,
+                              shuffle=True, seed=seed)
+    augmented.epoch = 0
+    return augmented
+
+
+def run_one(manifest, classes, features, usable, config_name, seed, test_group, args):
+    import keras
+    import numpy as np
+
+    import keras_hrf
+    from keras_hrf import training
+    from keras_hrf.metrics import classification_report
+
+    fold = training.prepare_fold(manifest, classes, features, test_group, usable, seed,
+                                 args.max_seconds)
+    keras.utils.set_random_seed(seed)
+    config = CONFIGS[config_name]
+    model = training.model_class(args.model)(len(classes), input_dim=fold.input_dim, **config)
+    train = spec_augment_batches(fold.batches("train", args.batch_size, shuffle=True, seed=seed),
+                                 seed)
+    steps = args.epochs * len(train)
+    schedule = keras.optimizers.schedules.CosineDecay(
+        0.0, decay_steps=steps - min(steps // 10, 200), warmup_target=args.learning_rate,
+        warmup_steps=min(steps // 10, 200), alpha=0.01,
+    )
+    model.compile(
+        optimizer=keras.optimizers.AdamW(schedule, weight_decay=0.05),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=[keras_hrf.metrics.UnweightedAccuracy(len(classes))],
+        jit_compile=False if keras.backend.backend() == "tensorflow" else "auto",
+    )
+    validation = fold.batches("validation", args.batch_size)
+    scratch = os.path.join(args.output, "scratch", f"{config_name}_{seed}_{test_group}")
+    checkpoint = training.BestWeightsCheckpoint(os.path.join(scratch, "best.weights.h5"))
+    started = time.time()
+    model.fit(train, validation_data=validation, epochs=args.epochs, verbose=0,
+              callbacks=[checkpoint])
+    seconds = time.time() - started
+    model.load_weights(checkpoint.filepath)
+    test = fold.batches("test", args.batch_size)
+    logits = model.predict(keras_hrf.features.PaddedBatches(fold.inputs["test"],
+                                                           batch_size=args.batch_size), verbose=0)
+    result = {
+        "config": config_name, "seed": seed, "test_group": test_group,
+        "model": args.model, "epochs": args.epochs, "backend": keras.backend.backend(),
+        "train_seconds": round(seconds, 1), "best_epoch": checkpoint.best_epoch,
+        "best_val_ua": checkpoint.best, "params_training": model.count_params(),
+        "test_rows": len(test.features),
+    }
+    if config.get("hrf_expansion"):
+        merged = keras_hrf.reparameterize(model)
+        merged_logits = merged.predict(
+            keras_hrf.features.PaddedBatches(fold.inputs["test"], batch_size=args.batch_size),
+            verbose=0)
+        result["max_abs_logit_difference"] = float(np.max(np.abs(merged_logits - logits)))
+        result["params_deployed"] = merged.count_params()
+        if not np.array_equal(merged_logits.argmax(-1), logits.argmax(-1)):
+            raise SystemExit(f"{config_name} seed {seed} fold {test_group}: merged predictions "
+                             "differ from the HRF model's")
+        logits = merged_logits
+    else:
+        result["params_deployed"] = model.count_params()
+    report = classification_report(fold.labels["test"], logits.argmax(-1), classes)
+    result.update(ua=report["ua"], wa=report["wa"], macro_f1=report["macro_f1"])
+    keras.backend.clear_session()
+    return result
+
+
+def summarize(results):
+    """Mean and spread per configuration; paired differences against the baseline."""
+    import numpy as np
+    from scipy import stats
+
+    by_config = {}
+    for r in results:
+        by_config.setdefault(r["config"], []).append(r)
+    summary = {}
+    baseline = {(r["seed"], r["test_group"]): r for r in by_config.get(BASELINE, [])}
+    for name, runs in sorted(by_config.items(), key=lambda item: list(CONFIGS).index(item[0])):
+        entry = {"runs": len(runs), "seeds": sorted({r["seed"] for r in runs}),
+                 "folds": len({r["test_group"] for r in runs}),
+                 "mean_train_seconds": float(np.mean([r["train_seconds"] for r in runs])),
+                 "params_training": runs[0]["params_training"],
+                 "params_deployed": runs[0]["params_deployed"]}
+        for metric in ("ua", "wa", "macro_f1"):
+            values = np.array([r[metric] for r in runs])
+            # Spread over seeds of the fold-averaged score (what a reader compares).
+            per_seed = [np.mean([r[metric] for r in runs if r["seed"] == s]) for s in entry["seeds"]]
+            entry[metric] = {"mean": float(values.mean()), "std_over_runs": float(values.std()),
+                             "per_seed_mean": [float(v) for v in per_seed]}
+        if name != BASELINE:
+            pairs = [(r["ua"], baseline[(r["seed"], r["test_group"])]["ua"]) for r in runs
+                     if (r["seed"], r["test_group"]) in baseline]
+            if pairs:
+                differences = np.array([a - b for a, b in pairs])
+                test = (stats.wilcoxon(differences) if np.any(differences != 0) and len(pairs) > 1
+                        else None)
+                entry["paired_ua_vs_baseline"] = {
+                    "pairs": len(pairs), "mean_difference": float(differences.mean()),
+                    "std_difference": float(differences.std()),
+                    "wins": int(np.sum(differences > 0)), "ties": int(np.sum(differences == 0)),
+                    "losses": int(np.sum(differences < 0)),
+                    "wilcoxon_p": float(test.pvalue) if test is not None else None,
+                }
+        summary[name] = entry
+    return summary
+
+
+def print_summary(summary):
+    print(f"{'config':<15}{'runs':>5}{'UA':>16}{'WA':>16}{'macro-F1':>16}{'train s':>9}"
+          f"{'  paired UA vs ' + BASELINE}")
+    for name, e in summary.items():
+        cells = "".join(f"{e[m]['mean']:>9.4f} ±{e[m]['std_over_runs']:.3f}" for m in
+                        ("ua", "wa", "macro_f1"))
+        paired = e.get("paired_ua_vs_baseline")
+        paired_text = (f"  {paired['mean_difference']:+.4f} (W/T/L {paired['wins']}/"
+                       f"{paired['ties']}/{paired['losses']}, p={paired['wilcoxon_p']})"
+                       if paired else "")
+        print(f"{name:<15}{e['runs']:>5}{cells}{e['mean_train_seconds']:>9.1f}{paired_text}")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="2 folds, seed 0, lite_plain and lite_hrf4, 3 epochs")
+    parser.add_argument("--emodb", default=DEFAULT_EMODB, help="the EmoDB folder")
+    parser.add_argument("--model", default="conformer",
+                        choices=["conformer", "convtransformer", "speechformer"])
+    parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--folds", default="all", help='"all" or comma-separated speakers')
+    parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--max-seconds", type=float, default=4.0)
+    parser.add_argument("--output", default=os.path.join(HERE, "results", "accuracy"))
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.configs, args.seeds, args.epochs = ["lite_plain", "lite_hrf4"], [0], 3
+        args.folds = "1,2"
+
+    import keras
+
+    from keras_hrf import datasets
+    from keras_hrf import training
+    from keras_hrf.atomic import atomic_path
+
+    manifest = datasets.load_emodb(args.emodb)
+    classes = datasets.class_names(manifest)
+    folds = training.choose_folds(manifest, args.folds, synthetic=False)
+    features, usable, skipped = training.extract_features(
+        manifest, os.path.join(args.output, "scratch", "feature_cache"))
+    if skipped:
+        raise SystemExit(f"{len(skipped)} EmoDB clips could not be read")
+    runs_dir = os.path.join(args.output, "runs")
+    os.makedirs(runs_dir, exist_ok=True)
+    plan = [(c, s, g) for s in args.seeds for g in folds for c in args.configs]
+    print(f"EmoDB: {len(manifest)} utterances, {len(classes)} classes, folds {folds}; "
+          f"{len(plan)} runs; backend {keras.backend.backend()}", flush=True)
+    for number, (config_name, seed, group) in enumerate(plan, start=1):
+        path = os.path.join(runs_dir, f"{args.model}_{config_name}_e{args.epochs}_seed{seed}"
+                            f"_fold{group}.json")
+        if os.path.isfile(path):
+            continue
+        result = run_one(manifest, classes, features, usable, config_name, seed, group, args)
+        result["machine"] = f"{platform.machine()}, {os.cpu_count()} cores"
+        result["date"] = time.strftime("%Y-%m-%d")
+        with atomic_path(path) as temporary:
+            with open(temporary, "w") as handle:
+                json.dump(result, handle, indent=2)
+        print(f"[{number}/{len(plan)}] {config_name} seed {seed} fold {group}: UA "
+              f"{result['ua']:.4f} WA {result['wa']:.4f} F1 {result['macro_f1']:.4f} "
+              f"({result['train_seconds']:.0f} s)", flush=True)
+
+    wanted = {(c, s, g) for c, s, g in plan}
+    results = []
+    for path in sorted(glob.glob(os.path.join(runs_dir, f"{args.model}_*_e{args.epochs}_*.json"))):
+        with open(path) as handle:
+            result = json.load(handle)
+        if (result["config"], result["seed"], result["test_group"]) in wanted:
+            results.append(result)
+    summary = summarize(results)
+    print_summary(summary)
+    report = {
+        "command": "python " + " ".join([os.path.relpath(__file__)] + (argv or sys.argv[1:])),
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "date": time.strftime("%Y-%m-%d"), "backend": keras.backend.backend(),
+        "model": args.model, "epochs": args.epochs, "folds": folds, "seeds": args.seeds,
+        "summary": summary,
+    }
+    name = "summary_quick.json" if args.quick else "summary.json"
+    with open(os.path.join(args.output, name), "w") as handle:
+        json.dump(report, handle, indent=2)
+    return report
+
+
+if __name__ == "__main__":
+    main()

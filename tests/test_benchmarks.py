@@ -1,0 +1,61 @@
+"""The benchmark scripts' own logic: the paired comparison and SpecAugment."""
+
+import importlib.util
+import os
+
+import numpy as np
+import pytest
+
+BENCHMARKS = os.path.join(os.path.dirname(__file__), os.pardir, "benchmarks")
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", os.path.join(BENCHMARKS, f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _run(config, seed, group, ua):
+    return {"config": config, "seed": seed, "test_group": group, "ua": ua, "wa": ua,
+            "macro_f1": ua, "train_seconds": 10.0, "params_training": 1, "params_deployed": 1}
+
+
+def test_paired_comparison_matches_runs_by_seed_and_fold():
+    accuracy = _load("accuracy")
+    runs = []
+    for seed in (0, 1):
+        for group, base in (("03", 0.5), ("08", 0.6), ("09", 0.7)):
+            runs.append(_run("lite_plain", seed, group, base))
+            # HRF better by 0.1 on every pair but one, where it loses 0.05.
+            delta = -0.05 if (seed, group) == (1, "09") else 0.1
+            runs.append(_run("lite_hrf4", seed, group, base + delta))
+    runs.append(_run("lite_hrf4", 2, "03", 0.9))  # no baseline partner: not paired
+    summary = accuracy.summarize(runs)
+    paired = summary["lite_hrf4"]["paired_ua_vs_baseline"]
+    assert paired["pairs"] == 6
+    assert (paired["wins"], paired["ties"], paired["losses"]) == (5, 0, 1)
+    assert paired["mean_difference"] == pytest.approx((5 * 0.1 - 0.05) / 6)
+    assert 0 < paired["wilcoxon_p"] < 1
+    assert summary["lite_plain"]["ua"]["mean"] == pytest.approx(0.6)
+    assert summary["lite_plain"]["ua"]["per_seed_mean"] == pytest.approx([0.6, 0.6])
+    assert "paired_ua_vs_baseline" not in summary["lite_plain"]
+
+
+def test_spec_augment_masks_speech_and_leaves_padding_alone():
+    accuracy = _load("accuracy")
+    from keras_hrf.features import PaddedBatches
+
+    rng = np.random.default_rng(0)
+    features = [rng.normal(size=(n, 80)).astype("float32") + 3.0 for n in (40, 100, 160)]
+    batches = accuracy.spec_augment_batches(PaddedBatches(features, [0, 1, 2], 3), seed=0)
+    x, y = batches[0]
+    plain, _ = PaddedBatches(features, [0, 1, 2], 3, shuffle=True, seed=0)[0]
+    assert x.shape == plain.shape == (3, 200, 80)
+    lengths = {len(f) for f in features}
+    for row in range(3):
+        speech = int(np.sum(np.any(plain[row] != 0, axis=-1)))
+        assert speech in lengths
+        assert np.all(x[row, speech:] == 0)          # padding is still padding
+        assert np.all(np.any(x[row, :speech] != 0, axis=-1))  # no speech frame reads as padding
+    assert np.sum(x != plain) > 0                     # something was masked
