@@ -107,7 +107,9 @@ def onnx_runner(name, model, folder):
     options.inter_op_num_threads = 1
     session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
     input_name = session.get_inputs()[0].name
-    return Runner(name, path, lambda x: session.run(None, {input_name: x})[0])
+    runner = Runner(name, path, lambda x: session.run(None, {input_name: x})[0])
+    runner.predict(np.zeros((1, 100, 80), "float32"))  # fails here, not mid-measurement
+    return runner
 
 
 def median_latency_ms(runner, frames, repeats):
