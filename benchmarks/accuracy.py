@@ -34,9 +34,12 @@ import argparse
 import glob
 import json
 import os
-import platform
 import sys
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from report import machine  # noqa: E402
+from report import write_report  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_EMODB = os.path.join(HERE, os.pardir, os.pardir, "shared", "data", "emodb")
@@ -248,7 +251,7 @@ def main(argv=None):
         if os.path.isfile(path):
             continue
         result = run_one(manifest, classes, features, usable, config_name, seed, group, args)
-        result["machine"] = f"{platform.machine()}, {os.cpu_count()} cores"
+        result["machine"] = machine()
         result["date"] = time.strftime("%Y-%m-%d")
         with atomic_path(path) as temporary:
             with open(temporary, "w") as handle:
@@ -266,17 +269,10 @@ def main(argv=None):
             results.append(result)
     summary = summarize(results)
     print_summary(summary)
-    report = {
-        "command": "python " + " ".join([os.path.relpath(__file__)] + (argv or sys.argv[1:])),
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-        "date": time.strftime("%Y-%m-%d"), "backend": keras.backend.backend(),
-        "model": args.model, "epochs": args.epochs, "folds": folds, "seeds": args.seeds,
-        "summary": summary,
-    }
     name = "summary_quick.json" if args.quick else "summary.json"
-    with open(os.path.join(args.output, name), "w") as handle:
-        json.dump(report, handle, indent=2)
-    return report
+    return write_report(os.path.join(args.output, name), __file__, argv,
+                        backend=keras.backend.backend(), model=args.model, epochs=args.epochs,
+                        folds=folds, seeds=args.seeds, summary=summary)
 
 
 if __name__ == "__main__":

@@ -16,10 +16,12 @@ Results are printed as a table and written as JSON to --output.
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
+
+from report import write_report
+from report import xla_flops
 
 MODELS = ("conformer", "convtransformer", "speechformer")
 
@@ -54,33 +56,14 @@ def measure(backend, sizes, hrf_expansion, batch_size, seconds, steps, warmup):
                 "params_plain": plain.count_params(),
                 "params_hrf": hrf.count_params(),
                 "params_merged": merged.count_params(),
-                "flops_per_second_plain": _xla_flops(plain) if backend == "jax" else None,
-                "flops_per_second_hrf": _xla_flops(hrf) if backend == "jax" else None,
+                "flops_per_second_plain": xla_flops(plain) if backend == "jax" else None,
+                "flops_per_second_hrf": xla_flops(hrf) if backend == "jax" else None,
             }
             for label, model in (("plain", plain), ("hrf", hrf)):
                 row[f"train_step_ms_{label}"] = _train_step_ms(model, x, y, steps, warmup)
             rows.append(row)
             print(json.dumps(row), flush=True)
     return rows
-
-
-def _xla_flops(model):
-    """Inference FLOPs of one second of audio (batch 1, 100 frames)."""
-    import jax
-    import numpy as np
-
-    x = np.zeros((1, 100, 80), "float32")
-    state = [v.value for v in model.trainable_variables], [
-        v.value for v in model.non_trainable_variables
-    ]
-
-    def forward(trainable, non_trainable, inputs):
-        return model.stateless_call(trainable, non_trainable, inputs, training=False)[0]
-
-    cost = jax.jit(forward).lower(*state, x).compile().cost_analysis()
-    if isinstance(cost, (list, tuple)):
-        cost = cost[0]
-    return float(cost["flops"])
 
 
 def _train_step_ms(model, x, y, steps, warmup):
@@ -145,20 +128,8 @@ def main(argv=None):
               f"{r['params_hrf']:>12,}{r['params_merged']:>10,}"
               f"{(f / 1e9 if f else float('nan')):>16.3f}"
               f"{r['train_step_ms_plain']:>15.1f}{r['train_step_ms_hrf']:>13.1f}")
-    os.makedirs(os.path.dirname(args.output) or ".", exist_ok=True)
-    report = {
-        "command": "python " + " ".join([os.path.relpath(__file__)] + (argv or sys.argv[1:])),
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-                   f"{platform.system()} {platform.release()}, Python {platform.python_version()}",
-        "date": time.strftime("%Y-%m-%d"),
-        "batch_size": args.batch_size,
-        "seconds_per_example": args.seconds,
-        "hrf_expansion": args.hrf_expansion,
-        "rows": rows,
-    }
-    with open(args.output, "w") as f:
-        json.dump(report, f, indent=2)
-    print(f"Wrote {args.output}")
+    write_report(args.output, __file__, argv, batch_size=args.batch_size,
+                 seconds_per_example=args.seconds, hrf_expansion=args.hrf_expansion, rows=rows)
 
 
 if __name__ == "__main__":

@@ -25,11 +25,13 @@ TensorFlow and JAX, eager on PyTorch.
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
+
+from report import write_report
+from report import xla_flops
 
 MODELS = ("conformer", "convtransformer", "speechformer")
 VARIANTS = ("plain", "hrf", "merged")
@@ -55,23 +57,6 @@ def _file_size(model):
         path = os.path.join(folder, "model.keras")
         model.save(path)
         return os.path.getsize(path)
-
-
-def _xla_flops(model, frames):
-    import jax
-    import numpy as np
-
-    x = np.zeros((1, frames, 80), "float32")
-    state = ([v.value for v in model.trainable_variables],
-             [v.value for v in model.non_trainable_variables])
-
-    def forward(trainable, non_trainable, inputs):
-        return model.stateless_call(trainable, non_trainable, inputs, training=False)[0]
-
-    cost = jax.jit(forward).lower(*state, x).compile().cost_analysis()
-    if isinstance(cost, (list, tuple)):
-        cost = cost[0]
-    return float(cost["flops"])
 
 
 def _interleaved_latency(models, x, samples, warmup, min_sample_seconds=0.05):
@@ -134,7 +119,7 @@ def measure(backend, shapes, repeats, warmup, hrf_expansion, big_model):
             "merge_seconds": _merge_seconds(models["hrf"], 3),
         }
         if backend == "jax":
-            info["flops_per_second_of_audio"] = {v: _xla_flops(m, 100) for v, m in models.items()}
+            info["flops_per_second_of_audio"] = {v: xla_flops(m, 100) for v, m in models.items()}
         print(json.dumps(info), flush=True)
         for batch, seconds in shapes:
             x = np.random.default_rng(1).normal(size=(batch, int(seconds * 100), 80))
@@ -199,11 +184,6 @@ def summarize(rows):
     return "\n".join(lines)
 
 
-def machine():
-    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-            f"{platform.system()} {platform.release()}, Python {platform.python_version()}")
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true",
@@ -235,18 +215,8 @@ def main(argv=None):
         rows += [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
     table = summarize(rows)
     print(table)
-    report = {
-        "command": "python " + " ".join([os.path.relpath(__file__)] + (argv or sys.argv[1:])),
-        "machine": machine(),
-        "date": time.strftime("%Y-%m-%d"),
-        "hrf_expansion": args.hrf_expansion,
-        "rows": rows,
-    }
-    os.makedirs(os.path.dirname(args.output) or ".", exist_ok=True)
-    with open(args.output, "w") as handle:
-        json.dump(report, handle, indent=2)
-    print(f"Wrote {args.output}")
-    return report
+    return write_report(args.output, __file__, argv, hrf_expansion=args.hrf_expansion,
+                        rows=rows)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,6 @@ Needs `pip install -e ".[bench]"` (onnx, onnxruntime, tf2onnx).
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -48,6 +47,7 @@ import keras_hrf  # noqa: E402
 from keras_hrf import datasets  # noqa: E402
 from keras_hrf import training  # noqa: E402
 from keras_hrf.metrics import classification_report  # noqa: E402
+from report import write_report  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_EMODB = os.path.join(HERE, os.pardir, os.pardir, "shared", "data", "emodb")
@@ -217,20 +217,11 @@ def main(argv=None):
         for name in args.models:
             rows += measure_model(name, fold, args, folder)
     print(table(rows))
-    report = {
-        "command": "python " + " ".join([os.path.relpath(__file__)] + (argv or sys.argv[1:])),
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-                   f"one thread per runtime",
-        "date": time.strftime("%Y-%m-%d"),
-        "versions": {"keras": keras.__version__, "tensorflow": tf.__version__},
-        "test_speaker": group, "test_rows": len(fold.inputs["test"]), "epochs": args.epochs,
-        "rows": rows,
-    }
-    os.makedirs(os.path.dirname(args.output) or ".", exist_ok=True)
-    with open(args.output, "w") as handle:
-        json.dump(report, handle, indent=2)
-    print(f"Wrote {args.output}")
-    return report
+    return write_report(
+        args.output, __file__, argv, machine_note="one thread per runtime",
+        versions={"keras": keras.__version__, "tensorflow": tf.__version__},
+        test_speaker=group, test_rows=len(fold.inputs["test"]), epochs=args.epochs, rows=rows,
+    )
 
 
 if __name__ == "__main__":

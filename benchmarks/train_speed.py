@@ -23,10 +23,11 @@ import argparse
 import importlib.util
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
+
+from report import write_report
 
 BACKENDS = ("tensorflow", "jax", "torch")
 
@@ -165,19 +166,9 @@ def main(argv=None):
         row["ratio_to_torchaudio"] = round(row["median_step_ms"] / peer, 3)
         print(f"| {row['implementation']} | {row['variant']} | {row['params']:,} | "
               f"{row['median_step_ms']:.1f} | {row['ratio_to_torchaudio']:.2f} |")
-    report = {
-        "command": "python " + " ".join([os.path.relpath(__file__)] + (argv or sys.argv[1:])),
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-                   f"{platform.system()} {platform.release()}",
-        "date": time.strftime("%Y-%m-%d"), "batch_size": args.batch_size,
-        "seconds_per_example": args.seconds, "timed_steps": steps, "warmup_steps": warmup,
-        "rows": rows,
-    }
-    os.makedirs(os.path.dirname(args.output) or ".", exist_ok=True)
-    with open(args.output, "w") as handle:
-        json.dump(report, handle, indent=2)
-    print(f"Wrote {args.output}")
-    return report
+    return write_report(args.output, __file__, argv, batch_size=args.batch_size,
+                        seconds_per_example=args.seconds, timed_steps=steps,
+                        warmup_steps=warmup, rows=rows)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ logged as `"val_ua"`), maximized.
 import numbers
 import time
 
-import keras
 import keras_tuner
 import numpy as np
 import pandas as pd

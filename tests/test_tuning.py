@@ -12,7 +12,6 @@ import time
 
 import keras
 import keras_tuner
-import numpy as np
 import pandas as pd
 import pytest
 from test_examples import _load_example
