@@ -125,21 +125,18 @@ def run_one(manifest, classes, features, usable, config_name, seed, test_group, 
               callbacks=[checkpoint])
     seconds = time.time() - started
     model.load_weights(checkpoint.filepath)
-    test = fold.batches("test", args.batch_size)
-    logits = model.predict(keras_hrf.features.PaddedBatches(fold.inputs["test"],
-                                                           batch_size=args.batch_size), verbose=0)
+    test_batches = keras_hrf.features.PaddedBatches(fold.inputs["test"], batch_size=args.batch_size)
+    logits = model.predict(test_batches, verbose=0)
     result = {
         "config": config_name, "seed": seed, "test_group": test_group,
         "model": args.model, "epochs": args.epochs, "backend": keras.backend.backend(),
         "train_seconds": round(seconds, 1), "best_epoch": checkpoint.best_epoch,
         "best_val_ua": checkpoint.best, "params_training": model.count_params(),
-        "test_rows": len(test.features),
+        "test_rows": len(fold.inputs["test"]),
     }
     if config.get("hrf_expansion"):
         merged = keras_hrf.reparameterize(model)
-        merged_logits = merged.predict(
-            keras_hrf.features.PaddedBatches(fold.inputs["test"], batch_size=args.batch_size),
-            verbose=0)
+        merged_logits = merged.predict(test_batches, verbose=0)
         result["max_abs_logit_difference"] = float(np.max(np.abs(merged_logits - logits)))
         result["params_deployed"] = merged.count_params()
         if not np.array_equal(merged_logits.argmax(-1), logits.argmax(-1)):

@@ -18,8 +18,8 @@ import json
 import os
 import subprocess
 import sys
-import time
 
+from report import train_step_ms
 from report import write_report
 from report import xla_flops
 
@@ -60,28 +60,10 @@ def measure(backend, sizes, hrf_expansion, batch_size, seconds, steps, warmup):
                 "flops_per_second_hrf": xla_flops(hrf) if backend == "jax" else None,
             }
             for label, model in (("plain", plain), ("hrf", hrf)):
-                row[f"train_step_ms_{label}"] = _train_step_ms(model, x, y, steps, warmup)
+                row[f"train_step_ms_{label}"] = train_step_ms(model, x, y, steps, warmup)
             rows.append(row)
             print(json.dumps(row), flush=True)
     return rows
-
-
-def _train_step_ms(model, x, y, steps, warmup):
-    import keras
-    import numpy as np
-
-    model.compile(
-        optimizer=keras.optimizers.Adam(1e-3),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-    )
-    for _ in range(warmup):  # tracing / compilation happens here
-        model.train_on_batch(x, y)
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        model.train_on_batch(x, y)
-        times.append(time.perf_counter() - start)
-    return round(1000.0 * float(np.median(times)), 2)
 
 
 def main(argv=None):

@@ -1,5 +1,5 @@
 """What every benchmark script shares: the machine it ran on, its report file,
-and XLA's FLOP count."""
+XLA's FLOP count and the training-step timer."""
 
 import json
 import os
@@ -46,3 +46,23 @@ def xla_flops(model, frames=100):
     if isinstance(cost, (list, tuple)):
         cost = cost[0]
     return float(cost["flops"])
+
+
+def train_step_ms(model, x, y, steps, warmup):
+    """Median milliseconds of `model.train_on_batch(x, y)` (forward, backward,
+    Adam update) over `steps` timed steps after `warmup` untimed ones, in which
+    tracing and compilation happen. Compiles `model` with Adam and sparse
+    cross-entropy on logits."""
+    import keras
+    import numpy as np
+
+    model.compile(optimizer=keras.optimizers.Adam(1e-3),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    for _ in range(warmup):
+        model.train_on_batch(x, y)
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        model.train_on_batch(x, y)
+        times.append(time.perf_counter() - start)
+    return round(1000.0 * float(np.median(times)), 2)

@@ -27,6 +27,7 @@ import subprocess
 import sys
 import time
 
+from report import train_step_ms
 from report import write_report
 
 BACKENDS = ("tensorflow", "jax", "torch")
@@ -44,19 +45,11 @@ def keras_steps(backend, batch, frames, steps, warmup):
     for label, expansion in (("plain", None), ("hrf", 4.0)):
         keras.utils.set_random_seed(0)
         model = keras_hrf.Conformer(4, size="lite", hrf_expansion=expansion)
-        model.compile(optimizer=keras.optimizers.Adam(1e-3),
-                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-        for _ in range(warmup):
-            model.train_on_batch(x, y)
-        times = []
-        for _ in range(steps):
-            start = time.perf_counter()
-            model.train_on_batch(x, y)
-            times.append(time.perf_counter() - start)
+        step_ms = train_step_ms(model, x, y, steps, warmup)
         rows.append({"implementation": f"keras_hrf Conformer lite ({backend})", "variant": label,
                      "backend": backend, "params": model.count_params(),
                      "jit_compile": bool(model.jit_compile),
-                     "median_step_ms": round(1000 * float(np.median(times)), 2)})
+                     "median_step_ms": step_ms})
     return rows
 
 
