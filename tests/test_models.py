@@ -126,6 +126,22 @@ def test_padding_does_not_change_the_logits(name):
         assert_relative_close(alone, batch_logits[row : row + 1], 1e-5)
 
 
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_traced_graph_holds_nothing_but_its_variables(name, backend):
+    # A graph that captures an outside tensor (say a constant made eagerly)
+    # exports with it as an extra input: onnxruntime then refuses the ONNX file.
+    if backend != "tensorflow":
+        pytest.skip("graph captures are a TensorFlow tracing matter")
+    import tensorflow as tf
+
+    model = reparameterize(_build(name, hrf_expansion=2))
+    model(_features(batch=1, frames=30))
+    spec = tf.TensorSpec((None, None, FEATURES), tf.float32)
+    function = tf.function(lambda x: model(x, training=False)).get_concrete_function(spec)
+    captured = [t for t in function.captured_inputs if t.dtype != tf.resource]
+    assert not captured, f"{name} captures non-variable tensors: {captured}"
+
+
 @pytest.mark.parametrize("frames", [1, 3, 4, 7, 25, 101])
 @pytest.mark.parametrize("name", sorted(TINY))
 def test_any_number_of_frames(name, frames):

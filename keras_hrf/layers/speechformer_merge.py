@@ -51,7 +51,10 @@ class SpeechFormerMerge(keras.layers.Layer):
         """
         x = ops.pad(x, [[0, 0], [0, self.scale - 1], [0, 0]])
         pooled = ops.average_pool(x, self.scale, strides=self.scale, padding="valid")
-        return pooled * ops.cast(self.scale, pooled.dtype)
+        # A Python number, not `ops.cast(self.scale, ...)`: TensorFlow captures
+        # that cast as an outside tensor, which tf2onnx then leaves as an ONNX
+        # graph input, so onnxruntime refused the exported SpeechFormer.
+        return pooled * float(self.scale)
 
     def call(self, inputs, mask=None):
         if mask is None:
