@@ -1,4 +1,5 @@
-"""The benchmark scripts' own logic: the paired comparison and SpecAugment."""
+"""The benchmark scripts' own logic: the paired comparison, SpecAugment and
+the run claims that let several processes share one accuracy plan."""
 
 import importlib.util
 import os
@@ -59,3 +60,30 @@ def test_spec_augment_masks_speech_and_leaves_padding_alone():
         assert np.all(x[row, speech:] == 0)          # padding is still padding
         assert np.all(np.any(x[row, :speech] != 0, axis=-1))  # no speech frame reads as padding
     assert np.sum(x != plain) > 0                     # something was masked
+
+
+def test_a_run_is_claimed_by_one_live_process_and_a_dead_ones_claim_is_taken_over(tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    accuracy = _load("accuracy")
+    path = str(tmp_path / "run.json")
+    assert accuracy.claim(path)
+    with open(path + ".claim") as handle:
+        assert handle.read() == f"{socket.gethostname()} {os.getpid()}"
+    assert not accuracy.claim(path)  # held by a live process (this one)
+
+    # A process that has exited leaves its claim behind: it is taken over.
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    with open(path + ".claim", "w") as handle:
+        handle.write(f"{socket.gethostname()} {dead.pid}")
+    assert accuracy.claim(path)
+    with open(path + ".claim") as handle:
+        assert handle.read().split()[1] == str(os.getpid())
+
+    # Another host's claim cannot be checked from here, so it is respected.
+    with open(path + ".claim", "w") as handle:
+        handle.write(f"not-{socket.gethostname()} {dead.pid}")
+    assert not accuracy.claim(path)
