@@ -16,8 +16,8 @@ model did. Configurations (`--configs`):
 The recipe (the same for every configuration): 80 log-Mel bins normalized with
 the training speakers' statistics, SpecAugment (two frequency masks of up to 8
 bins, two time masks of up to 5 % of the frames) on training batches, AdamW with
-a linear warm-up and cosine decay (weight decay 0.05), batch 16, utterances cut
-to 4 s.
+a linear warm-up and cosine decay (weight decay 0.05), batch 16, 20 epochs,
+utterances cut to 4 s.
 
 Every run is saved as its own JSON file under --output/runs/, and runs already
 there are skipped, so the benchmark can be stopped and continued. A run being
@@ -31,7 +31,7 @@ folds and seeds) is printed and written to --output/summary.json.
 
     python benchmarks/accuracy.py                      # 10 folds x 3 seeds x all configs
     python benchmarks/accuracy.py --quick              # 2 folds, 1 seed, plain vs HRF r=4, 3 epochs
-    python benchmarks/accuracy.py --configs lite_plain lite_hrf4 --seeds 0 --epochs 20
+    python benchmarks/accuracy.py --configs lite_plain lite_hrf4 --seeds 0
     python benchmarks/accuracy.py --threads 1 & python benchmarks/accuracy.py --threads 1
 """
 
@@ -255,7 +255,7 @@ def main(argv=None):
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--folds", default="all", help='"all" or comma-separated speakers')
-    parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--max-seconds", type=float, default=4.0)
