@@ -298,3 +298,19 @@ def test_log_mel_frame_mask_follows_the_samples():
     mask = np.arange(1600)[None, :] < 800
     frame_mask = to_numpy(layer.compute_mask(np.zeros((1, 1600), "float32"), mask))
     assert frame_mask.shape == (1, 10) and frame_mask.sum() == 5
+
+
+def test_head_drops_its_hidden_activations_but_not_the_pooled_input(monkeypatch):
+    # The SpeechFormer reference: Linear, ReLU, Dropout, Linear, ReLU, Dropout, Linear.
+    head = ClassificationHead(3, hidden_dims=(8, 4), dropout=0.5)
+    head.build((None, 10))
+    dropped_widths = []
+    original_call = head.dropout_layer.call
+
+    def recording_call(inputs, training=False):
+        dropped_widths.append(inputs.shape[-1])
+        return original_call(inputs, training=training)
+
+    monkeypatch.setattr(head.dropout_layer, "call", recording_call)
+    head(np.ones((2, 10), "float32"), training=True)
+    assert dropped_widths == [8, 4]

@@ -7,7 +7,7 @@ from keras_hrf.validation import check_positive_int
 
 @keras.saving.register_keras_serializable(package="keras_hrf")
 class ClassificationHead(keras.layers.Layer):
-    """`[Dropout -> Dense(h, act)] * len(hidden_dims) -> Dropout -> Dense(classes)`.
+    """`Dense(h1, act) -> [Dropout -> Dense(h, act)] * ... -> Dropout -> Dense(classes)`.
 
     With `hidden_dims=()` it is one linear classifier; SpeechFormer's head is
     `hidden_dims=(d // 2, d // 4)` with ReLU and dropout 0.5. Outputs logits.
@@ -37,9 +37,13 @@ class ClassificationHead(keras.layers.Layer):
         self.logits.build((None, width))
 
     def call(self, inputs, training=None):
+        # Dropout before every Dense but the first hidden one, as in the
+        # SpeechFormer reference (Linear, ReLU, Dropout, Linear, ReLU, Dropout,
+        # Linear): the pooled vector itself is not dropped. With no hidden
+        # layers this is Dropout -> Dense(classes).
         x = inputs
-        for layer in self.hidden_layers:
-            x = layer(self.dropout_layer(x, training=training))
+        for index, layer in enumerate(self.hidden_layers):
+            x = layer(x if index == 0 else self.dropout_layer(x, training=training))
         return self.logits(self.dropout_layer(x, training=training))
 
     def compute_output_shape(self, input_shape):
