@@ -257,7 +257,8 @@ def main(argv=None):
     parser.add_argument("--folds", default="all", help='"all" or comma-separated speakers')
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--learning-rate", type=float, default=None,
+                        help="peak AdamW rate; default: the model's (training.default_learning_rate)")
     parser.add_argument("--max-seconds", type=float, default=4.0)
     parser.add_argument("--output", default=os.path.join(HERE, "results", "accuracy"))
     parser.add_argument("--threads", type=int, default=None,
@@ -284,6 +285,8 @@ def main(argv=None):
     from keras_hrf import training
     from keras_hrf.atomic import atomic_path
 
+    if args.learning_rate is None:
+        args.learning_rate = training.default_learning_rate(args.model)
     manifest = datasets.load_emodb(args.emodb)
     classes = datasets.class_names(manifest)
     folds = training.choose_folds(manifest, args.folds, synthetic=False)

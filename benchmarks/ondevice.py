@@ -128,7 +128,7 @@ def train_merged(name, fold, epochs, folder):
     keras.utils.set_random_seed(0)
     model = training.model_class(name)(len(fold.classes), input_dim=fold.input_dim,
                                        hrf_expansion=4.0)
-    training.compile_for_training(model, len(fold.classes), 1e-3)
+    training.compile_for_training(model, len(fold.classes), training.default_learning_rate(name))
     checkpoint = training.BestWeightsCheckpoint(os.path.join(folder, f"{name}.weights.h5"))
     model.fit(fold.batches("train", 16, shuffle=True), validation_data=fold.batches("validation", 16),
               epochs=epochs, verbose=0, callbacks=[checkpoint])

@@ -100,8 +100,9 @@ def parse_args(argv):
                        metavar="T,T,...", help='target sets, each like "ffn" or "ffn+attention+conv"')
     space.add_argument("--hrf-norms", type=_list(_norm, "--hrf-norms"), default=[None],
                        metavar="N,N,...", help='"none" and/or "batch"')
-    space.add_argument("--learning-rates", type=_list(float, "--learning-rates"), default=[1e-3],
-                       metavar="LR,LR,...")
+    space.add_argument("--learning-rates", type=_list(float, "--learning-rates"), default=None,
+                       metavar="LR,LR,...", help="default: the model's own rate (1e-4 for "
+                       "speechformer, 1e-3 for the others)")
     space.add_argument("--dropouts", type=_list(float, "--dropouts"), default=[0.1],
                        metavar="P,P,...")
     search = parser.add_argument_group("search")
@@ -121,6 +122,8 @@ def parse_args(argv):
     args = parser.parse_args(argv)
     if args.model not in training.MODELS:
         parser.error(f"--model: unknown model {args.model!r}; choose one of {sorted(training.MODELS)}")
+    if args.learning_rates is None:
+        args.learning_rates = [training.default_learning_rate(args.model)]
     if args.tuner not in tuning.TUNERS:
         parser.error(f"--tuner: unknown tuner {args.tuner!r}; choose one of {sorted(tuning.TUNERS)}")
     for name in ("expansions", "hrf_targets", "hrf_norms", "learning_rates", "dropouts"):

@@ -91,14 +91,15 @@ class HRFHyperModel(keras_tuner.HyperModel):
         hrf_targets: Target sets to try, each a tuple such as `("ffn",)` or a
             string such as `"ffn+attention"`.
         hrf_norms: `None` and/or `"batch"`.
-        learning_rates, dropouts: Values to try.
+        learning_rates, dropouts: Values to try; `learning_rates=None` is the
+            model's `training.default_learning_rate`.
         weight_decay: AdamW's weight decay.
         model_kwargs: More constructor arguments (e.g. `num_layers`).
     """
 
     def __init__(self, num_classes, input_dim=80, model="conformer", size="lite",
                  expansions=(0, 1, 2, 4, 8), hrf_targets=(("ffn",),), hrf_norms=(None,),
-                 learning_rates=(1e-3,), dropouts=(0.1,), weight_decay=1e-2,
+                 learning_rates=None, dropouts=(0.1,), weight_decay=1e-2,
                  model_kwargs=None, name=None, tunable=True):
         super().__init__(name=name, tunable=tunable)
         self.model_class = training.model_class(model)
@@ -116,6 +117,8 @@ class HRFHyperModel(keras_tuner.HyperModel):
                                     lambda t: None)
         self.hrf_norms = _choices("hrf_norms", ["none" if n is None else n for n in hrf_norms],
                                   self._check_norm)
+        if learning_rates is None:
+            learning_rates = (training.default_learning_rate(model),)
         self.learning_rates = _choices("learning_rates", [float(v) for v in learning_rates],
                                        _number_check("learning_rates", 0, 1.0, False))
         self.dropouts = _choices("dropouts", [float(v) for v in dropouts],

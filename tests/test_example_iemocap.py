@@ -191,3 +191,11 @@ def test_other_settings_on_the_same_output_are_refused(tmp_path):
     with pytest.raises(SystemExit, match=r"holds a run made with other settings \(.*"
                        r"model: 'speechformer' then, 'conformer' now"):
         example.main(["--output", str(output)])
+
+
+def test_learning_rate_defaults_to_the_models_own():
+    example = _load_example("iemocap")
+    assert example.parse_args(["--model", "speechformer"]).learning_rate == 1e-4
+    assert example.parse_args(["--model", "conformer"]).learning_rate == 1e-3
+    chosen = example.parse_args(["--model", "speechformer", "--learning-rate", "3e-4"])
+    assert chosen.learning_rate == 3e-4

@@ -6,7 +6,6 @@ import pytest
 from helpers import all_layers
 from helpers import assert_relative_close
 from helpers import infer
-from helpers import to_numpy
 from helpers import train_briefly
 
 import keras_hrf

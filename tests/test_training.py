@@ -92,3 +92,12 @@ def test_best_weights_checkpoint_keeps_the_best_and_resumes_with_it(tmp_path):
 
     with pytest.raises(KeyError, match=r"'val_ua' is not among the logged metrics \['loss'\]"):
         resumed.on_epoch_end(4, {"loss": 1.0})
+
+
+def test_default_learning_rate_per_model():
+    # 1e-3 collapsed the lite SpeechFormer on EmoDB to one output for every clip.
+    assert training.default_learning_rate("speechformer") == 1e-4
+    assert training.default_learning_rate("conformer") == 1e-3
+    assert set(training.DEFAULT_LEARNING_RATES) == set(training.MODELS)
+    with pytest.raises(ValueError, match=r"Unknown model 'wavenet'"):
+        training.default_learning_rate("wavenet")

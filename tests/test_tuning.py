@@ -227,3 +227,12 @@ def test_chief_and_two_workers_on_loopback_survive_a_killed_worker(tmp_path, bac
     assert killed_trial in set(table["trial_id"])
     assert (output / "best_merged.keras").is_file()
     assert json.loads((output / "search_report.json").read_text())["trials_completed"] == 4
+
+
+def test_learning_rate_defaults_to_the_models_own():
+    assert tuning.HRFHyperModel(4, model="speechformer").learning_rates == [1e-4]
+    assert tuning.HRFHyperModel(4, model="conformer").learning_rates == [1e-3]
+    assert tuning.HRFHyperModel(4, model="speechformer", learning_rates=(1e-3,)).learning_rates == [1e-3]
+    example = _load_example("tune_expansion")
+    assert example.parse_args(["--model", "speechformer"]).learning_rates == [1e-4]
+    assert example.parse_args(["--learning-rates", "1e-3,3e-4"]).learning_rates == [1e-3, 3e-4]
