@@ -68,7 +68,8 @@ def parse_args(argv):
     train = parser.add_argument_group("training")
     train.add_argument("--epochs", type=int, default=15)
     train.add_argument("--batch-size", type=int, default=16)
-    train.add_argument("--learning-rate", type=float, default=None,
+    # SUPPRESS: the default depends on --model, so the help must not print "None".
+    train.add_argument("--learning-rate", type=float, default=argparse.SUPPRESS,
                        help="AdamW learning rate; default: the model's "
                             f"({', '.join(f'{k} {v:g}' for k, v in training.DEFAULT_LEARNING_RATES.items())})")
     train.add_argument("--max-seconds", type=float, default=7.5,
@@ -83,7 +84,7 @@ def parse_args(argv):
         parser.error("--epochs, --batch-size and --max-seconds must be positive")
     if args.hrf_expansion < 0:
         parser.error(f"--hrf-expansion must be >= 0, received {args.hrf_expansion}")
-    if args.learning_rate is None:
+    if not hasattr(args, "learning_rate"):
         args.learning_rate = training.default_learning_rate(args.model)
     training.check_data_arguments(parser, args)
     return args
