@@ -100,9 +100,11 @@ def parse_args(argv):
                        metavar="T,T,...", help='target sets, each like "ffn" or "ffn+attention+conv"')
     space.add_argument("--hrf-norms", type=_list(_norm, "--hrf-norms"), default=[None],
                        metavar="N,N,...", help='"none" and/or "batch"')
-    space.add_argument("--learning-rates", type=_list(float, "--learning-rates"), default=None,
-                       metavar="LR,LR,...", help="default: the model's own rate (1e-4 for "
-                       "speechformer, 1e-3 for the others)")
+    # SUPPRESS: the default depends on --model, so the help must not print "None".
+    space.add_argument("--learning-rates", type=_list(float, "--learning-rates"),
+                       default=argparse.SUPPRESS,
+                       metavar="LR,LR,...", help="default: the model's own rate ("
+                       f"{', '.join(f'{k} {v:g}' for k, v in training.DEFAULT_LEARNING_RATES.items())})")
     space.add_argument("--dropouts", type=_list(float, "--dropouts"), default=[0.1],
                        metavar="P,P,...")
     search = parser.add_argument_group("search")
@@ -122,7 +124,7 @@ def parse_args(argv):
     args = parser.parse_args(argv)
     if args.model not in training.MODELS:
         parser.error(f"--model: unknown model {args.model!r}; choose one of {sorted(training.MODELS)}")
-    if args.learning_rates is None:
+    if not hasattr(args, "learning_rates"):
         args.learning_rates = [training.default_learning_rate(args.model)]
     if args.tuner not in tuning.TUNERS:
         parser.error(f"--tuner: unknown tuner {args.tuner!r}; choose one of {sorted(tuning.TUNERS)}")
