@@ -71,7 +71,7 @@ def parse_args(argv):
     # SUPPRESS: the default depends on --model, so the help must not print "None".
     train.add_argument("--learning-rate", type=float, default=argparse.SUPPRESS,
                        help="AdamW learning rate; default: the model's "
-                            f"({', '.join(f'{k} {v:g}' for k, v in training.DEFAULT_LEARNING_RATES.items())})")
+                            f"({training.default_learning_rates_text()})")
     train.add_argument("--max-seconds", type=float, default=7.5,
                        help="cut longer utterances to this length")
     train.add_argument("--folds", default=None,

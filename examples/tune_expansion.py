@@ -104,7 +104,7 @@ def parse_args(argv):
     space.add_argument("--learning-rates", type=_list(float, "--learning-rates"),
                        default=argparse.SUPPRESS,
                        metavar="LR,LR,...", help="default: the model's own rate ("
-                       f"{', '.join(f'{k} {v:g}' for k, v in training.DEFAULT_LEARNING_RATES.items())})")
+                       f"{training.default_learning_rates_text()})")
     space.add_argument("--dropouts", type=_list(float, "--dropouts"), default=[0.1],
                        metavar="P,P,...")
     search = parser.add_argument_group("search")

@@ -44,6 +44,11 @@ def default_learning_rate(name):
     return DEFAULT_LEARNING_RATES[name]
 
 
+def default_learning_rates_text():
+    """`"conformer 0.001, convtransformer 0.001, speechformer 0.0001"`, for --help."""
+    return ", ".join(f"{name} {rate:g}" for name, rate in DEFAULT_LEARNING_RATES.items())
+
+
 def model_class(name):
     """The model class for a `--model` name, with an error that lists the names."""
     try:
