@@ -11,6 +11,9 @@ model did. Configurations (`--configs`):
     lite_hrf4       HRF r = 4
     lite_hrf4_bn    HRF r = 4 with BatchNorm in the expansion (expansion_norm="batch")
     lite_hrf4_all   HRF r = 4 on the FFNs, attention and convolution projections
+    lite_bn         the control for lite_hrf4_bn: BatchNorm before each FFN's first
+                    Dense and no expansion (an HRF r = 1 layer whose expansion
+                    kernel is frozen at the identity), merged like HRF
     large_plain     the large model, no HRF
 
 The recipe (the same for every configuration): 80 log-Mel bins normalized with
@@ -57,6 +60,8 @@ CONFIGS = {
     "lite_hrf4_bn": dict(size="lite", hrf_expansion=4.0, hrf_norm="batch"),
     "lite_hrf4_all": dict(size="lite", hrf_expansion=4.0,
                           hrf_targets=("ffn", "attention", "conv")),
+    "lite_bn": dict(size="lite", hrf_expansion=1.0, hrf_norm="batch",
+                    identity_expansion=True),
     "large_plain": dict(size="large", hrf_expansion=None),
 }
 BASELINE = "lite_plain"
@@ -97,6 +102,27 @@ def spec_augment_batches(batches, seed):
     return augmented
 
 
+def freeze_expansions_at_identity(model):
+    """Turn every r = 1 `HRFDense` into `Dense(BatchNorm(x))`: its expansion
+    kernel becomes the identity and stops training, leaving only the BatchNorm
+    (still folded by the merge) between the input and the Dense kernel."""
+    import numpy as np
+
+    import keras_hrf
+
+    layers = [layer for layer in model._flatten_layers()
+              if isinstance(layer, keras_hrf.HRFDense)]
+    if not layers:
+        raise ValueError("identity_expansion needs HRFDense layers; the model has none")
+    for layer in layers:
+        width, expansion = layer.expansion_kernel.shape
+        if width != expansion:
+            raise ValueError(f"{layer.name}: an identity expansion needs a square kernel, "
+                             f"got {width}x{expansion}")
+        layer.expansion_kernel.assign(np.eye(width, dtype=layer.expansion_kernel.dtype))
+        layer.expansion_kernel.trainable = False
+
+
 def run_one(manifest, classes, features, usable, config_name, seed, test_group, args):
     import keras
     import numpy as np
@@ -108,8 +134,11 @@ def run_one(manifest, classes, features, usable, config_name, seed, test_group, 
     fold = training.prepare_fold(manifest, classes, features, test_group, usable, seed,
                                  args.max_seconds)
     keras.utils.set_random_seed(seed)
-    config = CONFIGS[config_name]
+    config = dict(CONFIGS[config_name])
+    identity_expansion = config.pop("identity_expansion", False)
     model = training.model_class(args.model)(len(classes), input_dim=fold.input_dim, **config)
+    if identity_expansion:
+        freeze_expansions_at_identity(model)
     train = spec_augment_batches(fold.batches("train", args.batch_size, shuffle=True, seed=seed),
                                  seed)
     steps = args.epochs * len(train)
@@ -138,6 +167,7 @@ def run_one(manifest, classes, features, usable, config_name, seed, test_group, 
         "model": args.model, "epochs": args.epochs, "backend": keras.backend.backend(),
         "train_seconds": round(seconds, 1), "best_epoch": checkpoint.best_epoch,
         "best_val_ua": checkpoint.best, "params_training": model.count_params(),
+        "params_trainable": sum(int(np.prod(v.shape)) for v in model.trainable_variables),
         "test_rows": len(fold.inputs["test"]),
     }
     if config.get("hrf_expansion"):

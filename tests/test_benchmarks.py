@@ -87,3 +87,45 @@ def test_a_run_is_claimed_by_one_live_process_and_a_dead_ones_claim_is_taken_ove
     with open(path + ".claim", "w") as handle:
         handle.write(f"not-{socket.gethostname()} {dead.pid}")
     assert not accuracy.claim(path)
+
+
+def test_batchnorm_control_keeps_its_expansion_at_the_identity_through_training():
+    import keras
+
+    import keras_hrf
+
+    accuracy = _load("accuracy")
+    config = dict(accuracy.CONFIGS["lite_bn"])
+    assert config.pop("identity_expansion") is True
+    model = keras_hrf.ConvTransformer(3, input_dim=8, **config)
+    plain = keras_hrf.ConvTransformer(3, input_dim=8, size="lite")
+    accuracy.freeze_expansions_at_identity(model)
+    layers = [layer for layer in model._flatten_layers() if isinstance(layer, keras_hrf.HRFDense)]
+    assert layers
+    model.compile(optimizer=keras.optimizers.AdamW(1e-2, weight_decay=0.05),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    norm_before = [keras.ops.convert_to_numpy(layer.norm.gamma).copy() for layer in layers]
+    x = np.random.default_rng(0).normal(size=(8, 30, 8)).astype("float32")
+    model.fit(x, np.arange(8) % 3, epochs=2, verbose=0)
+    for layer, gamma in zip(layers, norm_before):
+        kernel = keras.ops.convert_to_numpy(layer.expansion_kernel)
+        np.testing.assert_array_equal(kernel, np.eye(kernel.shape[0]))
+        assert not np.array_equal(keras.ops.convert_to_numpy(layer.norm.gamma), gamma)
+    # Beside the plain model it trains only each BatchNorm's gamma and beta.
+    trainable = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
+    assert trainable == plain.count_params() + sum(2 * layer.expansion_units for layer in layers)
+    merged = keras_hrf.reparameterize(model)
+    assert merged.count_params() == plain.count_params()
+    np.testing.assert_allclose(merged.predict(x, verbose=0), model.predict(x, verbose=0),
+                               atol=1e-4)
+
+
+def test_batchnorm_control_refuses_a_model_it_cannot_freeze():
+    import keras_hrf
+
+    accuracy = _load("accuracy")
+    with pytest.raises(ValueError, match="HRFDense"):
+        accuracy.freeze_expansions_at_identity(keras_hrf.ConvTransformer(3, input_dim=8, size="lite"))
+    with pytest.raises(ValueError, match="square"):
+        accuracy.freeze_expansions_at_identity(
+            keras_hrf.ConvTransformer(3, input_dim=8, size="lite", hrf_expansion=2.0))
