@@ -28,18 +28,20 @@ trained is claimed by a `<run>.json.claim` file (host and process id), so
 several processes, on one machine or on machines sharing the folder, can work
 through the same plan: on a 2-core CPU two processes of `--threads 1` train
 1.3x more runs per hour than one process on both cores. A claim left by a
-process that died on this host is taken over. The summary (mean and spread of UA, WA and macro-F1 per configuration,
-and a paired comparison of each configuration against lite_plain on the same
-folds and seeds) is printed and written to --output/summary.json.
+process that died on this host is taken over. The summary (mean and spread of
+UA, WA and macro-F1 per configuration, and a paired comparison of each
+configuration against lite_plain, and lite_hrf4_bn against lite_bn, on the same
+folds and seeds) is printed and written to --output/summary.json, with the
+planned runs that are not on disk listed in it.
 
     python benchmarks/accuracy.py                      # 10 folds x 3 seeds x all configs
     python benchmarks/accuracy.py --quick              # 2 folds, 1 seed, plain vs HRF r=4, 3 epochs
     python benchmarks/accuracy.py --configs lite_plain lite_hrf4 --seeds 0
     python benchmarks/accuracy.py --threads 1 & python benchmarks/accuracy.py --threads 1
+    python benchmarks/accuracy.py --summarize-only     # the summary of what is on disk
 """
 
 import argparse
-import glob
 import json
 import os
 import socket
@@ -65,6 +67,9 @@ CONFIGS = {
     "large_plain": dict(size="large", hrf_expansion=None),
 }
 BASELINE = "lite_plain"
+# What a configuration is also compared with, pair by pair: the run that isolates
+# one of its ingredients.
+CONTROLS = {"lite_hrf4_bn": "lite_bn"}
 
 
 def spec_augment_batches(batches, seed):
@@ -222,16 +227,37 @@ def _process_alive(pid):
     return True
 
 
-def summarize(results):
-    """Mean and spread per configuration; paired differences against the baseline."""
+def _paired_ua(runs, reference_runs):
+    """UA of `runs` minus UA of `reference_runs` on the same seed and test speaker."""
     import numpy as np
     from scipy import stats
+
+    reference = {(r["seed"], r["test_group"]): r for r in reference_runs}
+    pairs = [(r["ua"], reference[(r["seed"], r["test_group"])]["ua"]) for r in runs
+             if (r["seed"], r["test_group"]) in reference]
+    if not pairs:
+        return None
+    differences = np.array([a - b for a, b in pairs])
+    test = (stats.wilcoxon(differences) if np.any(differences != 0) and len(pairs) > 1
+            else None)
+    return {
+        "pairs": len(pairs), "mean_difference": float(differences.mean()),
+        "std_difference": float(differences.std()),
+        "wins": int(np.sum(differences > 0)), "ties": int(np.sum(differences == 0)),
+        "losses": int(np.sum(differences < 0)),
+        "wilcoxon_p": float(test.pvalue) if test is not None else None,
+    }
+
+
+def summarize(results):
+    """Mean and spread per configuration; paired differences against the baseline
+    and, where a configuration has one (CONTROLS), against its control."""
+    import numpy as np
 
     by_config = {}
     for r in results:
         by_config.setdefault(r["config"], []).append(r)
     summary = {}
-    baseline = {(r["seed"], r["test_group"]): r for r in by_config.get(BASELINE, [])}
     for name, runs in sorted(by_config.items(), key=lambda item: list(CONFIGS).index(item[0])):
         entry = {"runs": len(runs), "seeds": sorted({r["seed"] for r in runs}),
                  "folds": len({r["test_group"] for r in runs}),
@@ -245,21 +271,22 @@ def summarize(results):
             entry[metric] = {"mean": float(values.mean()), "std_over_runs": float(values.std()),
                              "per_seed_mean": [float(v) for v in per_seed]}
         if name != BASELINE:
-            pairs = [(r["ua"], baseline[(r["seed"], r["test_group"])]["ua"]) for r in runs
-                     if (r["seed"], r["test_group"]) in baseline]
-            if pairs:
-                differences = np.array([a - b for a, b in pairs])
-                test = (stats.wilcoxon(differences) if np.any(differences != 0) and len(pairs) > 1
-                        else None)
-                entry["paired_ua_vs_baseline"] = {
-                    "pairs": len(pairs), "mean_difference": float(differences.mean()),
-                    "std_difference": float(differences.std()),
-                    "wins": int(np.sum(differences > 0)), "ties": int(np.sum(differences == 0)),
-                    "losses": int(np.sum(differences < 0)),
-                    "wilcoxon_p": float(test.pvalue) if test is not None else None,
-                }
+            paired = _paired_ua(runs, by_config.get(BASELINE, []))
+            if paired:
+                entry["paired_ua_vs_baseline"] = paired
+        control = CONTROLS.get(name)
+        if control:
+            paired = _paired_ua(runs, by_config.get(control, []))
+            if paired:
+                entry["paired_ua_vs_control"] = dict(control=control, **paired)
         summary[name] = entry
     return summary
+
+
+def _paired_text(paired):
+    p_value = "n/a" if paired["wilcoxon_p"] is None else f"{paired['wilcoxon_p']:.3f}"
+    return (f"{paired['mean_difference']:+.4f} (W/T/L {paired['wins']}/{paired['ties']}/"
+            f"{paired['losses']}, p={p_value})")
 
 
 def print_summary(summary):
@@ -269,10 +296,13 @@ def print_summary(summary):
         cells = "".join(f"{e[m]['mean']:>9.4f} ±{e[m]['std_over_runs']:.3f}" for m in
                         ("ua", "wa", "macro_f1"))
         paired = e.get("paired_ua_vs_baseline")
-        paired_text = (f"  {paired['mean_difference']:+.4f} (W/T/L {paired['wins']}/"
-                       f"{paired['ties']}/{paired['losses']}, p={paired['wilcoxon_p']})"
-                       if paired else "")
+        paired_text = "  " + _paired_text(paired) if paired else ""
         print(f"{name:<15}{e['runs']:>5}{cells}{e['mean_train_seconds']:>9.1f}{paired_text}")
+    for name, e in summary.items():
+        if "paired_ua_vs_control" in e:
+            paired = e["paired_ua_vs_control"]
+            print(f"{name} vs its control {paired['control']}, {paired['pairs']} pairs: "
+                  + _paired_text(paired))
 
 
 def main(argv=None):
@@ -291,6 +321,9 @@ def main(argv=None):
                         help="peak AdamW rate; default: the model's (training.default_learning_rate)")
     parser.add_argument("--max-seconds", type=float, default=4.0)
     parser.add_argument("--output", default=os.path.join(HERE, "results", "accuracy"))
+    parser.add_argument("--summarize-only", action="store_true",
+                        help="train nothing: summarize the runs of this plan already on disk "
+                             "and list the missing ones")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads for this process (TensorFlow and PyTorch); "
                              "default: the backend's own choice (all cores)")
@@ -320,19 +353,24 @@ def main(argv=None):
     manifest = datasets.load_emodb(args.emodb)
     classes = datasets.class_names(manifest)
     folds = training.choose_folds(manifest, args.folds, synthetic=False)
-    features, usable, skipped = training.extract_features(
-        manifest, os.path.join(args.output, "scratch", "feature_cache"))
-    if skipped:
-        raise SystemExit(f"{len(skipped)} EmoDB clips could not be read")
     runs_dir = os.path.join(args.output, "runs")
-    os.makedirs(runs_dir, exist_ok=True)
     plan = [(c, s, g) for s in args.seeds for g in folds for c in args.configs]
+
+    def run_path(config_name, seed, group):
+        return os.path.join(runs_dir, f"{args.model}_{config_name}_e{args.epochs}_seed{seed}"
+                                      f"_fold{group}.json")
+
     print(f"EmoDB: {len(manifest)} utterances, {len(classes)} classes, folds {folds}; "
           f"{len(plan)} runs; backend {keras.backend.backend()}", flush=True)
+    if not args.summarize_only:
+        features, usable, skipped = training.extract_features(
+            manifest, os.path.join(args.output, "scratch", "feature_cache"))
+        if skipped:
+            raise SystemExit(f"{len(skipped)} EmoDB clips could not be read")
+        os.makedirs(runs_dir, exist_ok=True)
     for number, (config_name, seed, group) in enumerate(plan, start=1):
-        path = os.path.join(runs_dir, f"{args.model}_{config_name}_e{args.epochs}_seed{seed}"
-                            f"_fold{group}.json")
-        if os.path.isfile(path) or not claim(path):
+        path = run_path(config_name, seed, group)
+        if args.summarize_only or os.path.isfile(path) or not claim(path):
             continue
         try:
             if os.path.isfile(path):  # finished by another process meanwhile
@@ -350,19 +388,24 @@ def main(argv=None):
               f"{result['ua']:.4f} WA {result['wa']:.4f} F1 {result['macro_f1']:.4f} "
               f"({result['train_seconds']:.0f} s)", flush=True)
 
-    wanted = {(c, s, g) for c, s, g in plan}
-    results = []
-    for path in sorted(glob.glob(os.path.join(runs_dir, f"{args.model}_*_e{args.epochs}_*.json"))):
-        with open(path) as handle:
-            result = json.load(handle)
-        if (result["config"], result["seed"], result["test_group"]) in wanted:
-            results.append(result)
+    results, missing = [], []
+    for config_name, seed, group in plan:
+        path = run_path(config_name, seed, group)
+        if os.path.isfile(path):
+            with open(path) as handle:
+                results.append(json.load(handle))
+        else:  # being trained by another process, or --summarize-only
+            missing.append(os.path.basename(path))
     summary = summarize(results)
     print_summary(summary)
+    if missing:
+        print(f"{len(missing)} of the {len(plan)} planned runs are not on disk and not in "
+              f"this summary, among them {missing[0]}", flush=True)
     name = "summary_quick.json" if args.quick else "summary.json"
     return write_report(os.path.join(args.output, name), __file__, argv,
                         backend=keras.backend.backend(), model=args.model, epochs=args.epochs,
-                        folds=folds, seeds=args.seeds, summary=summary)
+                        folds=folds, seeds=args.seeds, configs=args.configs,
+                        planned_runs=len(plan), missing_runs=missing, summary=summary)
 
 
 if __name__ == "__main__":

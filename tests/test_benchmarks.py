@@ -1,5 +1,6 @@
-"""The benchmark scripts' own logic: the paired comparison, SpecAugment and
-the run claims that let several processes share one accuracy plan."""
+"""The benchmark scripts' own logic: the paired comparisons, the summary of
+runs on disk, SpecAugment, the BatchNorm control and the run claims that let
+several processes share one accuracy plan."""
 
 import importlib.util
 import os
@@ -41,6 +42,47 @@ def test_paired_comparison_matches_runs_by_seed_and_fold():
     assert summary["lite_plain"]["ua"]["mean"] == pytest.approx(0.6)
     assert summary["lite_plain"]["ua"]["per_seed_mean"] == pytest.approx([0.6, 0.6])
     assert "paired_ua_vs_baseline" not in summary["lite_plain"]
+
+
+def test_hrf_with_batchnorm_is_also_paired_against_its_batchnorm_only_control():
+    accuracy = _load("accuracy")
+    runs = []
+    for group, base in (("03", 0.5), ("08", 0.6), ("09", 0.7)):
+        runs.append(_run("lite_plain", 0, group, base))
+        runs.append(_run("lite_bn", 0, group, base + 0.1))
+        runs.append(_run("lite_hrf4_bn", 0, group, base + 0.12))
+    summary = accuracy.summarize(runs)
+    against_control = summary["lite_hrf4_bn"]["paired_ua_vs_control"]
+    assert against_control["control"] == "lite_bn"
+    assert against_control["mean_difference"] == pytest.approx(0.02)
+    assert summary["lite_hrf4_bn"]["paired_ua_vs_baseline"]["mean_difference"] == pytest.approx(0.12)
+    assert "paired_ua_vs_control" not in summary["lite_bn"]
+
+
+EMODB = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, "shared", "data", "emodb")
+
+
+@pytest.mark.skipif(not os.path.isdir(EMODB), reason="../shared/data/emodb is not beside the project")
+def test_summarize_only_trains_nothing_and_lists_the_missing_runs(tmp_path):
+    import json
+
+    accuracy = _load("accuracy")
+    runs_dir = tmp_path / "runs"
+    runs_dir.mkdir()
+    for config, ua in (("lite_plain", 0.5), ("lite_hrf4", 0.6)):
+        (runs_dir / f"conformer_{config}_e20_seed0_fold03.json").write_text(
+            json.dumps(_run(config, 0, "03", ua)))
+    report = accuracy.main(["--summarize-only", "--emodb", EMODB, "--output", str(tmp_path),
+                            "--configs", "lite_plain", "lite_hrf4", "--seeds", "0",
+                            "--folds", "03,08"])
+    assert sorted(os.listdir(runs_dir)) == ["conformer_lite_hrf4_e20_seed0_fold03.json",
+                                           "conformer_lite_plain_e20_seed0_fold03.json"]
+    assert report["planned_runs"] == 4
+    assert sorted(report["missing_runs"]) == ["conformer_lite_hrf4_e20_seed0_fold08.json",
+                                              "conformer_lite_plain_e20_seed0_fold08.json"]
+    paired = report["summary"]["lite_hrf4"]["paired_ua_vs_baseline"]
+    assert paired["pairs"] == 1 and paired["mean_difference"] == pytest.approx(0.1)
+    assert json.loads((tmp_path / "summary.json").read_text())["missing_runs"] == report["missing_runs"]
 
 
 def test_spec_augment_masks_speech_and_leaves_padding_alone():
