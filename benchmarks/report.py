@@ -22,9 +22,12 @@ def write_report(path, script, argv, machine_note=None, **fields):
         "date": time.strftime("%Y-%m-%d"),
         **fields,
     }
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    with open(path, "w") as handle:
-        json.dump(report, handle, indent=2)
+    # Imported here: keras_hrf imports keras, which the scripts configure first.
+    from keras_hrf.atomic import atomic_path
+
+    with atomic_path(path) as temporary:  # a stopped run leaves the old report whole
+        with open(temporary, "w") as handle:
+            json.dump(report, handle, indent=2)
     print(f"Wrote {path}")
     return report
 
