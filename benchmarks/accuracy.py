@@ -368,9 +368,10 @@ def main(argv=None):
         if skipped:
             raise SystemExit(f"{len(skipped)} EmoDB clips could not be read")
         os.makedirs(runs_dir, exist_ok=True)
-    for number, (config_name, seed, group) in enumerate(plan, start=1):
+    to_train = [] if args.summarize_only else plan
+    for number, (config_name, seed, group) in enumerate(to_train, start=1):
         path = run_path(config_name, seed, group)
-        if args.summarize_only or os.path.isfile(path) or not claim(path):
+        if os.path.isfile(path) or not claim(path):
             continue
         try:
             if os.path.isfile(path):  # finished by another process meanwhile
