@@ -20,7 +20,11 @@ The recipe (the same for every configuration): 80 log-Mel bins normalized with
 the training speakers' statistics, SpecAugment (two frequency masks of up to 8
 bins, two time masks of up to 5 % of the frames) on training batches, AdamW with
 a linear warm-up and cosine decay (weight decay 0.05), batch 16, 20 epochs,
-utterances cut to 4 s.
+utterances cut to 4 s. For tuning it, `--learning-rate`, `--dropout`,
+`--epochs` and `--normalize speaker` (each speaker's features normalized with
+that speaker's own statistics) change it; a changed recipe's runs and summary
+carry the change in their file names (`..._lr0.0003_seed0_fold03.json`,
+`summary_lr0.0003.json`), so recipes never mix.
 
 Every run is saved as its own JSON file under --output/runs/, and runs already
 there are skipped, so the benchmark can be stopped and continued. A run being
@@ -39,6 +43,7 @@ planned runs that are not on disk listed in it.
     python benchmarks/accuracy.py --configs lite_plain lite_hrf4 --seeds 0
     python benchmarks/accuracy.py --threads 1 & python benchmarks/accuracy.py --threads 1
     python benchmarks/accuracy.py --summarize-only     # the summary of what is on disk
+    python benchmarks/accuracy.py --configs lite_plain --seeds 0 --learning-rate 3e-4
 """
 
 import argparse
@@ -128,6 +133,37 @@ def freeze_expansions_at_identity(model):
         layer.expansion_kernel.trainable = False
 
 
+def normalize_per_speaker(fold, manifest):
+    """Re-normalize every utterance with its own speaker's per-bin statistics:
+    a training speaker's training and validation rows together, the test
+    speaker's test rows (their audio only, no labels). Transductive: a deployed
+    model would need some unlabeled audio of each speaker first."""
+    from keras_hrf.features import fit_normalization
+    from keras_hrf.features import normalize
+
+    places_by_speaker = {}
+    for part, rows in fold.rows.items():
+        for position, row in enumerate(rows):
+            places_by_speaker.setdefault(manifest["group"].iat[row], []).append((part, position))
+    for places in places_by_speaker.values():
+        mean, std = fit_normalization([fold.inputs[part][i] for part, i in places])
+        for part, i in places:
+            fold.inputs[part][i] = normalize(fold.inputs[part][i], mean, std)
+
+
+def recipe_tag(args, default_learning_rate):
+    """How a run's recipe differs from the default, for its file name ("" for
+    the default recipe, so that earlier runs keep their names)."""
+    tag = ""
+    if args.learning_rate != default_learning_rate:
+        tag += f"_lr{args.learning_rate:g}"
+    if args.dropout is not None:
+        tag += f"_dropout{args.dropout:g}"
+    if args.normalize != "train":
+        tag += f"_{args.normalize}norm"
+    return tag
+
+
 def run_one(manifest, classes, features, usable, config_name, seed, test_group, args):
     import keras
     import numpy as np
@@ -170,6 +206,8 @@ def run_one(manifest, classes, features, usable, config_name, seed, test_group, 
     result = {
         "config": config_name, "seed": seed, "test_group": test_group,
         "model": args.model, "epochs": args.epochs, "backend": keras.backend.backend(),
+        "learning_rate": args.learning_rate, "dropout": args.dropout,
+        "normalize": args.normalize,
         "train_seconds": round(seconds, 1), "best_epoch": checkpoint.best_epoch,
         "best_val_ua": checkpoint.best, "params_training": model.count_params(),
         "params_trainable": sum(int(np.prod(v.shape)) for v in model.trainable_variables),
@@ -319,6 +357,11 @@ def main(argv=None):
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--learning-rate", type=float, default=None,
                         help="peak AdamW rate; default: the model's (training.default_learning_rate)")
+    parser.add_argument("--dropout", type=float, default=None,
+                        help="the model's dropout rate; default: the model's own (0.1)")
+    parser.add_argument("--normalize", default="train", choices=["train", "speaker"],
+                        help="feature normalization: statistics of the training speakers "
+                             "(default), or each speaker's own (transductive)")
     parser.add_argument("--max-seconds", type=float, default=4.0)
     parser.add_argument("--output", default=os.path.join(HERE, "results", "accuracy"))
     parser.add_argument("--summarize-only", action="store_true",
@@ -348,8 +391,10 @@ def main(argv=None):
     from keras_hrf import training
     from keras_hrf.atomic import atomic_path
 
+    default_learning_rate = training.default_learning_rate(args.model)
     if args.learning_rate is None:
-        args.learning_rate = training.default_learning_rate(args.model)
+        args.learning_rate = default_learning_rate
+    tag = recipe_tag(args, default_learning_rate)
     manifest = datasets.load_emodb(args.emodb)
     classes = datasets.class_names(manifest)
     folds = training.choose_folds(manifest, args.folds, synthetic=False)
@@ -357,7 +402,7 @@ def main(argv=None):
     plan = [(c, s, g) for s in args.seeds for g in folds for c in args.configs]
 
     def run_path(config_name, seed, group):
-        return os.path.join(runs_dir, f"{args.model}_{config_name}_e{args.epochs}_seed{seed}"
+        return os.path.join(runs_dir, f"{args.model}_{config_name}_e{args.epochs}{tag}_seed{seed}"
                                       f"_fold{group}.json")
 
     print(f"EmoDB: {len(manifest)} utterances, {len(classes)} classes, folds {folds}; "
@@ -402,9 +447,11 @@ def main(argv=None):
     if missing:
         print(f"{len(missing)} of the {len(plan)} planned runs are not on disk and not in "
               f"this summary, among them {missing[0]}", flush=True)
-    name = "summary_quick.json" if args.quick else "summary.json"
+    name = f"summary{tag}_quick.json" if args.quick else f"summary{tag}.json"
     return write_report(os.path.join(args.output, name), __file__, argv,
                         backend=keras.backend.backend(), model=args.model, epochs=args.epochs,
+                        learning_rate=args.learning_rate, dropout=args.dropout,
+                        normalize=args.normalize,
                         folds=folds, seeds=args.seeds, configs=args.configs,
                         planned_runs=len(plan), missing_runs=missing, summary=summary)
 

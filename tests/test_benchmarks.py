@@ -85,6 +85,51 @@ def test_summarize_only_trains_nothing_and_lists_the_missing_runs(tmp_path):
     assert json.loads((tmp_path / "summary.json").read_text())["missing_runs"] == report["missing_runs"]
 
 
+@pytest.mark.skipif(not os.path.isdir(EMODB), reason="../shared/data/emodb is not beside the project")
+def test_a_changed_recipe_names_its_own_runs_and_summary(tmp_path):
+    import json
+
+    accuracy = _load("accuracy")
+    runs_dir = tmp_path / "runs"
+    runs_dir.mkdir()
+    # A default-recipe run on disk must not be read as the tuned recipe's.
+    (runs_dir / "conformer_lite_plain_e20_seed0_fold03.json").write_text(
+        json.dumps(_run("lite_plain", 0, "03", 0.5)))
+    tuned = "conformer_lite_plain_e20_lr0.0003_dropout0.3_speakernorm_seed0_fold03.json"
+    (runs_dir / tuned).write_text(json.dumps(_run("lite_plain", 0, "03", 0.7)))
+    report = accuracy.main(["--summarize-only", "--emodb", EMODB, "--output", str(tmp_path),
+                            "--configs", "lite_plain", "--seeds", "0", "--folds", "03",
+                            "--learning-rate", "3e-4", "--dropout", "0.3",
+                            "--normalize", "speaker"])
+    assert report["missing_runs"] == []
+    assert report["summary"]["lite_plain"]["ua"]["mean"] == pytest.approx(0.7)
+    assert (report["learning_rate"], report["dropout"], report["normalize"]) == (3e-4, 0.3, "speaker")
+    assert (tmp_path / "summary_lr0.0003_dropout0.3_speakernorm.json").is_file()
+    assert not (tmp_path / "summary.json").exists()
+
+
+def test_per_speaker_normalization_uses_each_speakers_own_statistics():
+    import pandas as pd
+
+    from keras_hrf.training import FoldData
+
+    accuracy = _load("accuracy")
+    rng = np.random.default_rng(0)
+    # Speaker "a" (train and validation rows) is loud, "b" (test rows) quiet.
+    manifest = pd.DataFrame({"group": ["a", "a", "a", "b", "b"]})
+    features = [rng.normal(10.0 if g == "a" else -4.0, 3.0 if g == "a" else 0.5, size=(50, 4))
+                .astype("float32") for g in manifest["group"]]
+    rows = {"train": [0, 1], "validation": [2], "test": [3, 4]}
+    fold = FoldData(test_group="b", classes=["x"], rows=rows,
+                    inputs={part: [features[i] for i in r] for part, r in rows.items()},
+                    labels={}, mean=np.zeros(4), std=np.ones(4))
+    accuracy.normalize_per_speaker(fold, manifest)
+    for part_rows in (("train", "validation"), ("test",)):
+        frames = np.concatenate([x for part in part_rows for x in fold.inputs[part]])
+        np.testing.assert_allclose(frames.mean(axis=0), 0.0, atol=1e-4)
+        np.testing.assert_allclose(frames.std(axis=0), 1.0, atol=1e-3)
+
+
 def test_spec_augment_masks_speech_and_leaves_padding_alone():
     accuracy = _load("accuracy")
     from keras_hrf.features import PaddedBatches
