@@ -164,6 +164,26 @@ def recipe_tag(args, default_learning_rate):
     return tag
 
 
+def prepare_fold(manifest, classes, features, usable, seed, test_group, args):
+    """The fold's split, normalized as the recipe says (`--normalize`)."""
+    from keras_hrf import training
+
+    fold = training.prepare_fold(manifest, classes, features, test_group, usable, seed,
+                                 args.max_seconds)
+    if args.normalize == "speaker":
+        normalize_per_speaker(fold, manifest)
+    return fold
+
+
+def model_arguments(config_name, args):
+    """The model's constructor arguments: the configuration's, with the recipe's
+    dropout (`--dropout`) where it sets one."""
+    config = {k: v for k, v in CONFIGS[config_name].items() if k != "identity_expansion"}
+    if args.dropout is not None:
+        config["dropout"] = args.dropout
+    return config
+
+
 def run_one(manifest, classes, features, usable, config_name, seed, test_group, args):
     import keras
     import numpy as np
@@ -172,13 +192,11 @@ def run_one(manifest, classes, features, usable, config_name, seed, test_group, 
     from keras_hrf import training
     from keras_hrf.metrics import classification_report
 
-    fold = training.prepare_fold(manifest, classes, features, test_group, usable, seed,
-                                 args.max_seconds)
+    fold = prepare_fold(manifest, classes, features, usable, seed, test_group, args)
     keras.utils.set_random_seed(seed)
-    config = dict(CONFIGS[config_name])
-    identity_expansion = config.pop("identity_expansion", False)
+    config = model_arguments(config_name, args)
     model = training.model_class(args.model)(len(classes), input_dim=fold.input_dim, **config)
-    if identity_expansion:
+    if CONFIGS[config_name].get("identity_expansion"):
         freeze_expansions_at_identity(model)
     train = spec_augment_batches(fold.batches("train", args.batch_size, shuffle=True, seed=seed),
                                  seed)

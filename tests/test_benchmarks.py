@@ -109,25 +109,44 @@ def test_a_changed_recipe_names_its_own_runs_and_summary(tmp_path):
 
 
 def test_per_speaker_normalization_uses_each_speakers_own_statistics():
-    import pandas as pd
+    import argparse
 
-    from keras_hrf.training import FoldData
+    import pandas as pd
 
     accuracy = _load("accuracy")
     rng = np.random.default_rng(0)
-    # Speaker "a" (train and validation rows) is loud, "b" (test rows) quiet.
-    manifest = pd.DataFrame({"group": ["a", "a", "a", "b", "b"]})
-    features = [rng.normal(10.0 if g == "a" else -4.0, 3.0 if g == "a" else 0.5, size=(50, 4))
-                .astype("float32") for g in manifest["group"]]
-    rows = {"train": [0, 1], "validation": [2], "test": [3, 4]}
-    fold = FoldData(test_group="b", classes=["x"], rows=rows,
-                    inputs={part: [features[i] for i in r] for part, r in rows.items()},
-                    labels={}, mean=np.zeros(4), std=np.ones(4))
-    accuracy.normalize_per_speaker(fold, manifest)
-    for part_rows in (("train", "validation"), ("test",)):
-        frames = np.concatenate([x for part in part_rows for x in fold.inputs[part]])
+    # Three speakers, two classes, each speaker with its own loudness and spread.
+    groups = [g for g in ("a", "b", "c") for _ in range(10)]
+    manifest = pd.DataFrame({"group": groups, "label": ["x", "y"] * 15})
+    shift = {"a": (10.0, 3.0), "b": (-4.0, 0.5), "c": (1.0, 1.0)}
+    features = [rng.normal(*shift[g], size=(50, 4)).astype("float32") for g in groups]
+    usable = list(range(len(groups)))
+
+    def fold_with(normalize):
+        args = argparse.Namespace(max_seconds=4.0, normalize=normalize)
+        return accuracy.prepare_fold(manifest, ["x", "y"], features, usable, 0, "b", args)
+
+    fold = fold_with("speaker")
+    for speaker in "abc":
+        frames = np.concatenate([x for part, rows in fold.rows.items()
+                                 for x, row in zip(fold.inputs[part], rows)
+                                 if groups[row] == speaker])
         np.testing.assert_allclose(frames.mean(axis=0), 0.0, atol=1e-4)
         np.testing.assert_allclose(frames.std(axis=0), 1.0, atol=1e-3)
+    # The default: the training speakers' pooled statistics, so the quiet test
+    # speaker stays far from zero.
+    pooled = fold_with("train")
+    assert abs(float(np.concatenate(pooled.inputs["test"]).mean())) > 0.5
+
+
+def test_the_recipes_dropout_reaches_the_model_arguments():
+    import argparse
+
+    accuracy = _load("accuracy")
+    tuned = accuracy.model_arguments("lite_bn", argparse.Namespace(dropout=0.3))
+    assert tuned["dropout"] == 0.3 and tuned["hrf_norm"] == "batch"
+    assert "identity_expansion" not in tuned  # the script's own flag, not the model's
+    assert "dropout" not in accuracy.model_arguments("lite_plain", argparse.Namespace(dropout=None))
 
 
 def test_spec_augment_masks_speech_and_leaves_padding_alone():
