@@ -465,6 +465,9 @@ def main(argv=None):
     if missing:
         print(f"{len(missing)} of the {len(plan)} planned runs are not on disk and not in "
               f"this summary, among them {missing[0]}", flush=True)
+    # Run names always carry the epochs; the summary's only when they are not the default.
+    if args.epochs != parser.get_default("epochs"):
+        tag = f"_e{args.epochs}{tag}"
     name = f"summary{tag}_quick.json" if args.quick else f"summary{tag}.json"
     return write_report(os.path.join(args.output, name), __file__, argv,
                         backend=keras.backend.backend(), model=args.model, epochs=args.epochs,

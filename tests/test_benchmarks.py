@@ -106,6 +106,11 @@ def test_a_changed_recipe_names_its_own_runs_and_summary(tmp_path):
     assert (report["learning_rate"], report["dropout"], report["normalize"]) == (3e-4, 0.3, "speaker")
     assert (tmp_path / "summary_lr0.0003_dropout0.3_speakernorm.json").is_file()
     assert not (tmp_path / "summary.json").exists()
+    # Another number of epochs does not overwrite the default recipe's summary either.
+    accuracy.main(["--summarize-only", "--emodb", EMODB, "--output", str(tmp_path),
+                   "--configs", "lite_plain", "--seeds", "0", "--folds", "03", "--epochs", "40"])
+    assert (tmp_path / "summary_e40.json").is_file()
+    assert not (tmp_path / "summary.json").exists()
 
 
 def test_per_speaker_normalization_uses_each_speakers_own_statistics():
