@@ -133,24 +133,6 @@ def freeze_expansions_at_identity(model):
         layer.expansion_kernel.trainable = False
 
 
-def normalize_per_speaker(fold, manifest):
-    """Re-normalize every utterance with its own speaker's per-bin statistics:
-    a training speaker's training and validation rows together, the test
-    speaker's test rows (their audio only, no labels). Transductive: a deployed
-    model would need some unlabeled audio of each speaker first."""
-    from keras_hrf.features import fit_normalization
-    from keras_hrf.features import normalize
-
-    places_by_speaker = {}
-    for part, rows in fold.rows.items():
-        for position, row in enumerate(rows):
-            places_by_speaker.setdefault(manifest["group"].iat[row], []).append((part, position))
-    for places in places_by_speaker.values():
-        mean, std = fit_normalization([fold.inputs[part][i] for part, i in places])
-        for part, i in places:
-            fold.inputs[part][i] = normalize(fold.inputs[part][i], mean, std)
-
-
 def recipe_tag(args, default_learning_rate):
     """How a run's recipe differs from the default, for its file name ("" for
     the default recipe, so that earlier runs keep their names)."""
@@ -168,11 +150,8 @@ def prepare_fold(manifest, classes, features, usable, seed, test_group, args):
     """The fold's split, normalized as the recipe says (`--normalize`)."""
     from keras_hrf import training
 
-    fold = training.prepare_fold(manifest, classes, features, test_group, usable, seed,
-                                 args.max_seconds)
-    if args.normalize == "speaker":
-        normalize_per_speaker(fold, manifest)
-    return fold
+    return training.prepare_fold(manifest, classes, features, test_group, usable, seed,
+                                 args.max_seconds, normalize=args.normalize)
 
 
 def model_arguments(config_name, args):

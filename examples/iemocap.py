@@ -47,7 +47,7 @@ from keras_hrf.metrics import classification_report
 # The arguments a run is resumed with must equal those it started with.
 RUN_SETTINGS = ("iemocap_root", "data_dir", "manifest", "speaker_pattern", "model", "size",
                 "hrf_expansion", "hrf_norm", "epochs", "batch_size", "learning_rate",
-                "max_seconds", "seed")
+                "max_seconds", "seed", "normalize")
 
 
 def parse_args(argv):
@@ -112,7 +112,7 @@ def run_fold(args, manifest, classes, features, test_group, usable, fold_dir):
     if finished is not None:
         return finished
     fold = training.prepare_fold(manifest, classes, features, test_group, usable,
-                                 args.seed, args.max_seconds)
+                                 args.seed, args.max_seconds, normalize=args.normalize)
     keras.utils.set_random_seed(args.seed)
     model = training.model_class(args.model)(
         len(classes), input_dim=fold.input_dim, size=args.size,
@@ -163,7 +163,9 @@ def run_fold(args, manifest, classes, features, test_group, usable, fold_dir):
         "max_abs_logit_difference": difference,
         "params_hrf": model.count_params(), "params_merged": merged.count_params(),
         "hrf": hrf_report, "merged": merged_report,
-        "normalization": {"mean": fold.mean.tolist(), "std": fold.std.tolist()},
+        # "speaker": inputs were then standardized per speaker, with each speaker's own statistics.
+        "normalization": {"mode": fold.normalization,
+                          "mean": fold.mean.tolist(), "std": fold.std.tolist()},
     }
     for name, item in (("hrf.keras", model), ("merged.keras", merged)):
         with atomic_path(os.path.join(fold_dir, name)) as path:

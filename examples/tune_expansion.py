@@ -59,7 +59,7 @@ from keras_hrf.metrics import classification_report
 RUN_SETTINGS = ("iemocap_root", "data_dir", "manifest", "speaker_pattern", "model", "size",
                 "tuner", "max_trials", "epochs", "batch_size", "expansions", "hrf_targets",
                 "hrf_norms", "learning_rates", "dropouts", "num_layers", "model_dim",
-                "max_seconds", "fold", "seed")
+                "max_seconds", "fold", "seed", "normalize")
 
 
 def _list(kind, name):
@@ -217,6 +217,7 @@ def write_reports(tuner, fold, args, synthetic):
         "params_plain": plain_params,
         "max_abs_logit_difference": difference,
         "test_group": fold.test_group,
+        "normalization": fold.normalization,
         "test_merged": classification_report(fold.labels["test"], merged_logits.argmax(-1),
                                              fold.classes),
         "widths": widths.to_dict("records"),
@@ -250,7 +251,7 @@ def main(argv=None):
         manifest, os.path.join(args.output, "feature_cache")
     )
     fold = training.prepare_fold(manifest, classes, features, test_group, usable,
-                                 args.seed, args.max_seconds)
+                                 args.seed, args.max_seconds, normalize=args.normalize)
     print(f"{len(manifest)} utterances, classes {classes}; test group {test_group} held out; "
           f"backend {keras.backend.backend()}; {role()} process")
 

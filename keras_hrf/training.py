@@ -58,8 +58,9 @@ def model_class(name):
 
 
 def add_data_arguments(parser):
-    """`--iemocap-root`, `--data-dir` (+ `--speaker-pattern`), `--manifest`;
-    none of them selects the embedded synthetic demo corpus."""
+    """`--iemocap-root`, `--data-dir` (+ `--speaker-pattern`), `--manifest`
+    (none of them selects the embedded synthetic demo corpus), and
+    `--normalize`."""
     data = parser.add_argument_group("data (none of them: the embedded synthetic demo corpus)")
     source = data.add_mutually_exclusive_group()
     source.add_argument("--iemocap-root", metavar="PATH",
@@ -71,6 +72,10 @@ def add_data_arguments(parser):
     data.add_argument("--speaker-pattern", metavar="REGEX",
                       help="with --data-dir: regex whose first group in a file name is the "
                       "speaker (the fold unit)")
+    data.add_argument("--normalize", choices=NORMALIZATIONS, default="train",
+                      help="feature standardization: the training rows' statistics, or each "
+                      "speaker's own (transductive: needs unlabeled audio of every test "
+                      "speaker; see training.prepare_fold)")
     return data
 
 
@@ -87,6 +92,11 @@ def run_settings(args, names):
     return settings
 
 
+# Settings added after run_settings.json files were already being written, with
+# the value the runs that did not record them used: such a run still resumes.
+SETTINGS_BEFORE_RECORDED = {"normalize": "train"}
+
+
 def check_run_settings(output, settings):
     """Refuse to mix two runs' settings in one output folder: raise SystemExit
     listing what differs from `output/run_settings.json`, if it exists."""
@@ -95,6 +105,8 @@ def check_run_settings(output, settings):
         return
     with open(path) as handle:
         previous = json.load(handle)
+    for name, value in SETTINGS_BEFORE_RECORDED.items():
+        previous.setdefault(name, value)
     changed = [f"{name}: {previous.get(name)!r} then, {value!r} now"
                for name, value in settings.items() if previous.get(name) != value]
     if changed:
@@ -199,8 +211,9 @@ class FoldData:
     rows: dict  # "train" / "validation" / "test" -> manifest row indices
     inputs: dict  # same keys -> list of (frames, bins) arrays
     labels: dict  # same keys -> int32 arrays
-    mean: np.ndarray
+    mean: np.ndarray  # the training rows' statistics
     std: np.ndarray
+    normalization: str = "train"  # "speaker": then each speaker's own (prepare_fold)
 
     @property
     def input_dim(self):
@@ -212,13 +225,30 @@ class FoldData:
                                          shuffle=shuffle, seed=seed)
 
 
-def prepare_fold(manifest, classes, features, test_group, usable, seed, max_seconds):
-    """Split, check, normalize (statistics from the training rows only) and
-    cut utterances to `max_seconds`.
+NORMALIZATIONS = ("train", "speaker")
+
+
+def prepare_fold(manifest, classes, features, test_group, usable, seed, max_seconds,
+                 normalize="train"):
+    """Split, check, normalize and cut utterances to `max_seconds`.
+
+    `normalize="train"` standardizes every utterance with the per-bin mean and
+    standard deviation of the training rows. `"speaker"` then standardizes each
+    speaker's utterances (the manifest's `speaker` column) with that speaker's
+    own statistics: a training speaker's training and validation rows
+    together, a test speaker's test rows (their audio, not their labels). It
+    removes much of what differs between voices and microphones (on EmoDB,
+    +0.09 UA; benchmarks/RESULTS.md) but is transductive: a deployed model
+    needs some unlabeled audio of each speaker to standardize with
+    (`features.fit_normalization` over it, then `features.normalize`).
 
     Raises:
-        DatasetError: when a class has no training example in this fold.
+        DatasetError: when a class has no training example in this fold, or
+            `normalize="speaker"` meets a row with no speaker.
+        ValueError: for an unknown `normalize`.
     """
+    if normalize not in NORMALIZATIONS:
+        raise ValueError(f"normalize={normalize!r}; choose one of {list(NORMALIZATIONS)}")
     labels = np.array([classes.index(label) for label in manifest["label"]], dtype=np.int32)
     train, validation, test = split_rows(manifest, test_group, usable, seed)
     trained_classes = {classes[i] for i in labels[train]}
@@ -233,7 +263,7 @@ def prepare_fold(manifest, classes, features, test_group, usable, seed, max_seco
     mean, std = feature_lib.fit_normalization([features[i] for i in train])
     max_frames = int(round(max_seconds * 100))
     parts = {"train": train, "validation": validation, "test": test}
-    return FoldData(
+    fold = FoldData(
         test_group=test_group,
         classes=list(classes),
         rows=parts,
@@ -244,7 +274,32 @@ def prepare_fold(manifest, classes, features, test_group, usable, seed, max_seco
         labels={name: labels[rows] for name, rows in parts.items()},
         mean=mean,
         std=std,
+        normalization=normalize,
     )
+    if normalize == "speaker":
+        _standardize_each_speaker(fold, manifest)
+    return fold
+
+
+def _standardize_each_speaker(fold, manifest):
+    """Standardize each speaker's (already normalized, cut) utterances with
+    that speaker's own statistics: affine, so the same as standardizing their
+    raw features."""
+    speakers = manifest["speaker"].fillna("").astype(str).str.strip()
+    unknown = [row for rows in fold.rows.values() for row in rows if not speakers.iat[row]]
+    if unknown:
+        raise datasets.DatasetError(
+            f"normalize='speaker' needs every utterance's speaker; {len(unknown)} have none, "
+            f"the first {manifest['path'].iat[unknown[0]]} (row {unknown[0]}). Give the "
+            "manifest a speaker column, or --speaker-pattern with --data-dir.")
+    places_by_speaker = {}
+    for part, rows in fold.rows.items():
+        for position, row in enumerate(rows):
+            places_by_speaker.setdefault(speakers.iat[row], []).append((part, position))
+    for places in places_by_speaker.values():
+        mean, std = feature_lib.fit_normalization([fold.inputs[part][i] for part, i in places])
+        for part, i in places:
+            fold.inputs[part][i] = feature_lib.normalize(fold.inputs[part][i], mean, std)
 
 
 def compile_for_training(model, num_classes, learning_rate, weight_decay=1e-2):

@@ -193,6 +193,24 @@ def test_other_settings_on_the_same_output_are_refused(tmp_path):
         example.main(["--output", str(output)])
 
 
+def test_a_speaker_normalized_fold_trains_and_says_so(tmp_path):
+    from keras_hrf import training
+
+    example = _load_example("iemocap")
+    args = example.parse_args(["--epochs", "1", "--hrf-expansion", "2", "--normalize", "speaker",
+                               "--output", str(tmp_path)])
+    manifest, synthetic = training.load_data(args, training.demo_root(str(tmp_path)))
+    assert synthetic and manifest["speaker"].str.len().min() > 0
+    classes = keras_hrf.datasets.class_names(manifest)
+    features, usable, _ = training.extract_features(manifest, None)
+    group = manifest["group"].iat[0]
+    result, _, _ = example.run_fold(args, manifest, classes, features, group, usable,
+                                    str(tmp_path / "fold"))
+    assert result["normalization"]["mode"] == "speaker"
+    assert result["hrf"]["ua"] == result["merged"]["ua"]
+    assert "normalize" in example.RUN_SETTINGS  # a resumed run must repeat it
+
+
 def test_learning_rate_defaults_to_the_models_own():
     example = _load_example("iemocap")
     assert example.parse_args(["--model", "speechformer"]).learning_rate == 1e-4

@@ -57,6 +57,74 @@ def test_prepare_fold_normalizes_with_training_rows_only():
     assert x.shape == (8, 100, 4) and y.shape == (8,)
 
 
+def _speaker_features(manifest, seed=0):
+    """Each speaker with its own loudness and spread (speaker = group here)."""
+    rng = np.random.default_rng(seed)
+    voice = {"g1": (10.0, 3.0), "g2": (-4.0, 0.5), "g3": (1.0, 1.0)}
+    return [rng.normal(*voice[g], size=(50, 4)).astype("float32") for g in manifest["speaker"]]
+
+
+def _frames_of(fold, manifest, speaker):
+    return np.concatenate([x for part, rows in fold.rows.items()
+                           for x, row in zip(fold.inputs[part], rows)
+                           if manifest["speaker"].iat[row] == speaker])
+
+
+def test_speaker_normalization_uses_each_speakers_own_statistics():
+    manifest = _manifest()
+    features = _speaker_features(manifest)
+    usable = list(range(len(manifest)))
+    fold = training.prepare_fold(manifest, ["a", "b"], features, "g2", usable, seed=0,
+                                 max_seconds=4.0, normalize="speaker")
+    assert fold.normalization == "speaker"
+    for speaker in ("g1", "g2", "g3"):  # training speakers and the test speaker alike
+        frames = _frames_of(fold, manifest, speaker)
+        np.testing.assert_allclose(frames.mean(axis=0), 0.0, atol=1e-4)
+        np.testing.assert_allclose(frames.std(axis=0), 1.0, atol=1e-3)
+    # The same as standardizing each speaker's raw features directly.
+    raw = np.concatenate([features[row] for row in fold.rows["test"]])
+    np.testing.assert_allclose(np.concatenate(fold.inputs["test"]),
+                               (raw - raw.mean(axis=0)) / raw.std(axis=0), atol=1e-4)
+    # The default pools the training speakers, so the quiet test speaker stays far from 0.
+    pooled = training.prepare_fold(manifest, ["a", "b"], features, "g2", usable, seed=0,
+                                   max_seconds=4.0)
+    assert pooled.normalization == "train"
+    assert abs(float(np.concatenate(pooled.inputs["test"]).mean())) > 0.5
+
+
+def test_speaker_normalization_groups_by_speaker_not_by_fold_group():
+    # IEMOCAP: a fold (session) holds two speakers, each standardized on its own.
+    manifest = _manifest()
+    manifest["group"] = ["s1" if g in ("g1", "g2") else "s2" for g in manifest["speaker"]]
+    features = _speaker_features(manifest)
+    fold = training.prepare_fold(manifest, ["a", "b"], features, "s1",
+                                 list(range(len(manifest))), seed=0, max_seconds=4.0,
+                                 normalize="speaker")
+    for speaker in ("g1", "g2"):
+        np.testing.assert_allclose(_frames_of(fold, manifest, speaker).mean(axis=0), 0.0,
+                                   atol=1e-4)
+
+
+def test_speaker_normalization_names_a_row_without_a_speaker():
+    manifest = _manifest()
+    manifest.loc[[3, 7], "speaker"] = ""
+    features = _speaker_features(_manifest())
+    usable = list(range(len(manifest)))
+    with pytest.raises(DatasetError, match=r"2 have none, the first g1_a_3\.wav \(row 3\)"):
+        training.prepare_fold(manifest, ["a", "b"], features, "g2", usable, seed=0,
+                              max_seconds=4.0, normalize="speaker")
+    with pytest.raises(ValueError, match=r"normalize='global'; choose one of \['train', 'speaker'\]"):
+        training.prepare_fold(manifest, ["a", "b"], features, "g2", usable, seed=0,
+                              max_seconds=4.0, normalize="global")
+
+
+def test_a_run_recorded_before_normalize_existed_resumes_with_the_default(tmp_path):
+    (tmp_path / "run_settings.json").write_text(json.dumps({"model": "conformer"}))
+    training.check_run_settings(str(tmp_path), {"model": "conformer", "normalize": "train"})
+    with pytest.raises(SystemExit, match=r"normalize: 'train' then, 'speaker' now"):
+        training.check_run_settings(str(tmp_path), {"model": "conformer", "normalize": "speaker"})
+
+
 def test_unknown_model_name_is_listed():
     with pytest.raises(ValueError, match=r"Unknown model 'bert'.*conformer"):
         training.model_class("bert")

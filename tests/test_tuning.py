@@ -113,6 +113,17 @@ def test_a_data_option_that_points_nowhere_is_named(tmp_path):
         example.main(["--data-dir", str(tmp_path / "nowhere"), "--output", str(tmp_path / "o")])
 
 
+def test_speaker_normalization_is_searched_with_and_kept_for_the_output(tmp_path):
+    example = _load_example("tune_expansion")
+    output = tmp_path / "tune"
+    report = example.main([*TINY, "--max-trials", "1", "--expansions", "2", "--normalize",
+                           "speaker", "--output", str(output)])
+    assert report["normalization"] == "speaker"
+    assert json.loads((output / "run_settings.json").read_text())["normalize"] == "speaker"
+    with pytest.raises(SystemExit, match=r"normalize: 'speaker' then, 'train' now"):
+        example.main([*TINY, "--max-trials", "1", "--expansions", "2", "--output", str(output)])
+
+
 def _environment(backend, **extra):
     return dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="2", **extra)
 
