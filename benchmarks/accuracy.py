@@ -36,7 +36,9 @@ process that died on this host is taken over. The summary (mean and spread of
 UA, WA and macro-F1 per configuration, and a paired comparison of each
 configuration against lite_plain, and lite_hrf4_bn against lite_bn, on the same
 folds and seeds) is printed and written to --output/summary.json, with the
-planned runs that are not on disk listed in it.
+planned runs that are not on disk listed in it. It covers every run of the
+recipe on disk (all configurations and seeds, the chosen folds), not only the
+command's own plan, so a narrower command never shrinks it.
 
     python benchmarks/accuracy.py                      # 10 folds x 3 seeds x all configs
     python benchmarks/accuracy.py --quick              # 2 folds, 1 seed, plain vs HRF r=4, 3 epochs
@@ -49,6 +51,7 @@ planned runs that are not on disk listed in it.
 import argparse
 import json
 import os
+import re
 import socket
 import sys
 import time
@@ -252,6 +255,23 @@ def claim(path):
     return False
 
 
+def recorded_runs(runs_dir, prefix, recipe_suffix, folds):
+    """(config, seed, test speaker) of each run file in `runs_dir` named
+    `<prefix><config><recipe_suffix>_seed<seed>_fold<speaker>.json` for a speaker
+    in `folds`, in CONFIGS order, then seed, then speaker. The suffix ends with
+    the recipe tag, so runs of another recipe never match."""
+    pattern = re.compile(
+        re.escape(prefix) + "(?P<config>" + "|".join(re.escape(c) for c in CONFIGS) + ")"
+        + re.escape(recipe_suffix) + r"_seed(?P<seed>\d+)_fold(?P<group>.+)\.json")
+    found = []
+    for name in os.listdir(runs_dir) if os.path.isdir(runs_dir) else []:
+        match = pattern.fullmatch(name)
+        if match and match["group"] in folds:
+            found.append((match["config"], int(match["seed"]), match["group"]))
+    order = list(CONFIGS)
+    return sorted(found, key=lambda run: (order.index(run[0]), run[1], str(run[2])))
+
+
 def _process_alive(pid):
     try:
         os.kill(pid, 0)
@@ -431,14 +451,15 @@ def main(argv=None):
               f"{result['ua']:.4f} WA {result['wa']:.4f} F1 {result['macro_f1']:.4f} "
               f"({result['train_seconds']:.0f} s)", flush=True)
 
-    results, missing = [], []
-    for config_name, seed, group in plan:
-        path = run_path(config_name, seed, group)
-        if os.path.isfile(path):
-            with open(path) as handle:
-                results.append(json.load(handle))
-        else:  # being trained by another process, or --summarize-only
-            missing.append(os.path.basename(path))
+    missing = [os.path.basename(run_path(*run)) for run in plan
+               if not os.path.isfile(run_path(*run))]  # being trained elsewhere, or --summarize-only
+    # Every run of this recipe on disk, not only this command's plan, so that a
+    # narrower command does not shrink the recipe's summary.
+    recorded = recorded_runs(runs_dir, f"{args.model}_", f"_e{args.epochs}{tag}", folds)
+    results = []
+    for run in recorded:
+        with open(run_path(*run)) as handle:
+            results.append(json.load(handle))
     summary = summarize(results)
     print_summary(summary)
     if missing:
@@ -453,7 +474,8 @@ def main(argv=None):
                         learning_rate=args.learning_rate, dropout=args.dropout,
                         normalize=args.normalize,
                         folds=folds, seeds=args.seeds, configs=args.configs,
-                        planned_runs=len(plan), missing_runs=missing, summary=summary)
+                        planned_runs=len(plan), missing_runs=missing,
+                        summarized_runs=len(results), summary=summary)
 
 
 if __name__ == "__main__":

@@ -231,3 +231,31 @@ def test_batchnorm_control_refuses_a_model_it_cannot_freeze():
     with pytest.raises(ValueError, match="square"):
         accuracy.freeze_expansions_at_identity(
             keras_hrf.ConvTransformer(3, input_dim=8, size="lite", hrf_expansion=2.0))
+
+
+@pytest.mark.skipif(not os.path.isdir(EMODB), reason="../shared/data/emodb is not beside the project")
+def test_the_summary_covers_every_run_of_the_recipe_not_only_the_plan(tmp_path):
+    """A narrower command (one config, one seed) must not shrink the recipe's
+    summary to its own plan; runs of other recipes and unchosen folds stay out."""
+    import json
+
+    accuracy = _load("accuracy")
+    runs_dir = tmp_path / "runs"
+    runs_dir.mkdir()
+    for config, seed, fold, ua in (("lite_plain", 0, "03", 0.5), ("lite_plain", 1, "03", 0.4),
+                                   ("lite_hrf4", 1, "03", 0.6), ("lite_hrf4_bn", 0, "03", 0.7),
+                                   ("lite_hrf4", 1, "08", 0.9)):
+        (runs_dir / f"conformer_{config}_e20_speakernorm_seed{seed}_fold{fold}.json").write_text(
+            json.dumps(_run(config, seed, fold, ua)))
+    (runs_dir / "conformer_lite_hrf4_e20_seed1_fold03.json").write_text(  # another recipe
+        json.dumps(_run("lite_hrf4", 1, "03", 0.1)))
+    report = accuracy.main(["--summarize-only", "--emodb", EMODB, "--output", str(tmp_path),
+                            "--configs", "lite_plain", "--seeds", "0", "--folds", "03",
+                            "--normalize", "speaker"])
+    summary = report["summary"]
+    assert list(summary) == ["lite_plain", "lite_hrf4", "lite_hrf4_bn"]
+    assert summary["lite_plain"]["seeds"] == [0, 1] and summary["lite_plain"]["runs"] == 2
+    assert summary["lite_hrf4"]["ua"]["mean"] == pytest.approx(0.6)  # fold 08 not chosen
+    assert summary["lite_hrf4"]["paired_ua_vs_baseline"]["mean_difference"] == pytest.approx(0.2)
+    assert report["summarized_runs"] == 4
+    assert report["planned_runs"] == 1 and report["missing_runs"] == []
