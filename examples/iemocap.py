@@ -64,7 +64,8 @@ def parse_args(argv):
     model.add_argument("--hrf-expansion", type=float, default=4.0,
                        help="HRF width as a multiple of the model width; 0 trains the plain model")
     model.add_argument("--hrf-norm", choices=["batch"], default=None,
-                       help="BatchNorm inside each HRF expansion")
+                       help="BatchNorm inside each HRF expansion; with --hrf-expansion 0, "
+                            "a foldable BatchNorm alone before each FFN, merged the same way")
     train = parser.add_argument_group("training")
     train.add_argument("--epochs", type=int, default=15)
     train.add_argument("--batch-size", type=int, default=16)

@@ -193,7 +193,10 @@ def deployed_parameter_count(model):
     extra = 0
     for layer in model._flatten_layers(include_self=False, recursive=True):
         if isinstance(layer, HRFDense) and layer.built:
-            merged = layer.expansion_kernel.shape[0] * layer.units + (layer.units if layer.use_bias else 0)
+            # The merged Dense maps the layer's input width to its units.
+            input_dim = (layer.expansion_kernel if layer.expansion_kernel is not None
+                         else layer.kernel).shape[0]
+            merged = input_dim * layer.units + (layer.units if layer.use_bias else 0)
             extra += layer.count_params() - merged
     return model.count_params() - extra
 

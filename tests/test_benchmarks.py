@@ -222,6 +222,32 @@ def test_batchnorm_control_keeps_its_expansion_at_the_identity_through_training(
                                atol=1e-4)
 
 
+def test_batchnorm_control_computes_what_hrf_norm_alone_builds():
+    """The benchmark's control (an r = 1 expansion frozen at the identity) is
+    the function users get from `hrf_norm="batch"` without `hrf_expansion`,
+    in training mode (batch statistics) and in inference mode."""
+    import keras
+
+    import keras_hrf
+
+    accuracy = _load("accuracy")
+    config = dict(accuracy.CONFIGS["lite_bn"], dropout=0.0, attention_dropout=0.0)
+    config.pop("identity_expansion")
+    control = keras_hrf.ConvTransformer(3, input_dim=8, **config)
+    accuracy.freeze_expansions_at_identity(control)
+    users = keras_hrf.ConvTransformer(3, input_dim=8, size="lite", hrf_norm="batch",
+                                      dropout=0.0, attention_dropout=0.0)
+    shared = [v for v in control.weights if v.path.split("/")[-1] != "expansion_kernel"]
+    assert len(shared) == len(users.weights) < len(control.weights)
+    for variable, source in zip(users.weights, shared):
+        variable.assign(source)
+    x = np.random.default_rng(1).normal(size=(4, 30, 8)).astype("float32") * 2.0 + 0.5
+    for training in (True, False):
+        np.testing.assert_allclose(
+            keras.ops.convert_to_numpy(users(x, training=training)),
+            keras.ops.convert_to_numpy(control(x, training=training)), rtol=1e-5, atol=1e-5)
+
+
 def test_batchnorm_control_refuses_a_model_it_cannot_freeze():
     import keras_hrf
 

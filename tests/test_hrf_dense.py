@@ -117,6 +117,35 @@ def test_batch_norm_expansion_is_folded_with_moving_statistics():
     assert not np.allclose(to_numpy(layer(x, training=True)), reference, atol=1e-3)
 
 
+def test_without_expansion_it_is_a_dense_after_a_batch_norm_and_merges_into_one():
+    layer = HRFDense(6, expansion_units=None, expansion_norm="batch", norm_momentum=0.5)
+    x = _random((16, 5, 4)) * 3.0 + 1.0
+    for _ in range(4):
+        layer(x, training=True)
+    norm = layer.norm
+    assert layer.expansion_kernel is None
+    assert sorted(v.name for v in layer.trainable_weights) == ["beta", "bias", "gamma", "kernel"]
+    assert tuple(layer.kernel.shape) == (4, 6)
+    norm.gamma.assign(np.linspace(0.5, 2.0, 4).astype("float32"))
+    norm.beta.assign(np.linspace(-1.0, 1.0, 4).astype("float32"))
+    w = {v.path.split("/")[-1]: to_numpy(v).astype(np.float64) for v in layer.weights}
+    normalized = (x - w["moving_mean"]) / np.sqrt(w["moving_variance"] + norm.epsilon)
+    expected = (normalized * w["gamma"] + w["beta"]) @ w["kernel"] + w["bias"]
+
+    reference = infer(layer, x)
+    np.testing.assert_allclose(reference, expected, rtol=1e-5, atol=1e-5)
+    dense = layer.reparameterize()
+    assert type(dense) is keras.layers.Dense and tuple(dense.kernel.shape) == (4, 6)
+    assert_relative_close(reference, infer(dense, x), 1e-5)
+    restored = HRFDense.from_config(layer.get_config())
+    assert restored.expansion_units is None and restored.expansion_norm == "batch"
+
+
+def test_no_expansion_and_no_norm_is_refused_as_a_plain_dense():
+    with pytest.raises(ValueError, match=r"plain `keras.layers.Dense`.*expansion_norm=None"):
+        HRFDense(4, expansion_units=None)
+
+
 def test_batch_norm_statistics_ignore_masked_frames():
     valid = _random((4, 6, 3))
     padded = np.concatenate([valid, np.full((4, 3, 3), 50.0, "float32")], axis=1)

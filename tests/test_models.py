@@ -60,8 +60,9 @@ def _class_sequence(model):
     [
         dict(hrf_expansion=4),
         dict(hrf_expansion=2, hrf_norm="batch", hrf_targets=("ffn", "attention", "conv")),
+        dict(hrf_norm="batch"),
     ],
-    ids=["paper", "all_targets_batch_norm"],
+    ids=["paper", "all_targets_batch_norm", "batch_norm_only"],
 )
 @pytest.mark.parametrize("name", sorted(TINY))
 def test_merged_model_is_the_plain_model(name, hrf):
@@ -77,6 +78,7 @@ def test_merged_model_is_the_plain_model(name, hrf):
 
     assert type(merged) is type(model)
     assert merged.get_config()["hrf_expansion"] is None
+    assert merged.get_config()["hrf_norm"] is None
     assert not any(isinstance(layer, HRFDense) for layer in all_layers(merged))
     plain = _build(name)
     assert merged.count_params() == plain.count_params()
@@ -96,9 +98,10 @@ def test_config_round_trip(name):
     assert restored.count_params() == model.count_params()
 
 
+@pytest.mark.parametrize("expansion", [2, None], ids=["expansion", "batch_norm_only"])
 @pytest.mark.parametrize("name", sorted(TINY))
-def test_keras_file_round_trip_of_hrf_and_merged(name, tmp_path):
-    model = _build(name, hrf_expansion=2, hrf_norm="batch")
+def test_keras_file_round_trip_of_hrf_and_merged(name, expansion, tmp_path):
+    model = _build(name, hrf_expansion=expansion, hrf_norm="batch")
     x = _features()
     _train_a_few_steps(model, x)
     merged = reparameterize(model)
@@ -205,6 +208,24 @@ def test_hrf_adds_the_expected_training_parameters(name):
             extra += d * k + k + (k - d) * f
     assert extra > 0
     assert hrf.count_params() - plain.count_params() == extra
+
+
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_batch_norm_only_sits_before_exactly_the_targeted_projections(name):
+    """hrf_norm without hrf_expansion: a folded BatchNorm, no expansion, on the
+    FFNs' first Dense only (the attention stays plain unless targeted)."""
+    plain = _build(name)
+    ffn_only = _build(name, hrf_norm="batch")
+    with_attention = _build(name, hrf_norm="batch", hrf_targets=("ffn", "attention"))
+    for model, names in [(ffn_only, {"inner"}),
+                         (with_attention, {"inner", "query", "key", "value", "output"})]:
+        layers = [layer for layer in all_layers(model) if isinstance(layer, HRFDense)]
+        assert {layer.name for layer in layers} == names
+        assert all(layer.expansion_kernel is None for layer in layers)
+        # Only the BatchNorms are added: gamma, beta, moving mean and variance.
+        extra = sum(4 * layer.kernel.shape[0] for layer in layers)
+        assert model.count_params() - plain.count_params() == extra
+        assert keras_hrf.tuning.deployed_parameter_count(model) == plain.count_params()
 
 
 def test_hrf_targets_reach_every_projection_of_a_conformer():

@@ -50,13 +50,13 @@ class ConformerBlock(HRFBlock):
 
     def build(self, input_shape):
         common = {"dtype": self.dtype_policy}
-        ffn_hrf = hrf_for("ffn", self.hrf_targets, self.hrf_expansion)
+        ffn_hrf = hrf_for("ffn", self.hrf_targets, self.hrf_expansion, self.hrf_norm)
 
         def feed_forward(name):
             layer = FeedForward(
                 self.ffn_dim, activation="swish", dropout=self.dropout,
                 normalize_first=True, layer_norm_epsilon=self.layer_norm_epsilon,
-                hrf_expansion=ffn_hrf, hrf_norm=self.hrf_norm, name=name, **common,
+                name=name, **ffn_hrf, **common,
             )
             layer.build(input_shape)
             return layer
@@ -68,16 +68,16 @@ class ConformerBlock(HRFBlock):
         self.attention_norm.build(input_shape)
         self.attention = MultiHeadSelfAttention(
             self.num_heads, dropout=self.attention_dropout, relative_positions=True,
-            hrf_expansion=hrf_for("attention", self.hrf_targets, self.hrf_expansion),
-            hrf_norm=self.hrf_norm, name="attention", **common,
+            **hrf_for("attention", self.hrf_targets, self.hrf_expansion, self.hrf_norm),
+            name="attention", **common,
         )
         self.attention.build(input_shape)
         self.attention_output_dropout = keras.layers.Dropout(self.dropout, **common)
         self.convolution = ConformerConvolution(
             self.kernel_size, dropout=self.dropout,
             layer_norm_epsilon=self.layer_norm_epsilon,
-            hrf_expansion=hrf_for("conv", self.hrf_targets, self.hrf_expansion),
-            hrf_norm=self.hrf_norm, name="convolution", **common,
+            **hrf_for("conv", self.hrf_targets, self.hrf_expansion, self.hrf_norm),
+            name="convolution", **common,
         )
         self.convolution.build(input_shape)
         self.feed_forward_end = feed_forward("feed_forward_end")

@@ -39,7 +39,8 @@ class HRFBlock(keras.layers.Layer):
     `hrf_expansion=None` builds the plain block; a number `r` makes the
     block's HRF-capable projections `HRFDense` layers with an expansion
     `round(r * input_width)` wide, and `hrf_norm="batch"` gives those
-    expansions a BatchNorm. Subclasses create the same sublayers in the same
+    expansions a BatchNorm (or, with `hrf_expansion=None`, puts a foldable
+    BatchNorm alone before those projections). Subclasses create the same sublayers in the same
     order whatever the setting, so `reparameterize()` (the package's merge
     protocol) is a `reparameterized_copy` with HRF switched off.
     """

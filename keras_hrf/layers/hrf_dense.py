@@ -31,11 +31,18 @@ class HRFDense(keras.layers.Layer):
     own; BatchNorm's `beta` plays that role). Its moving statistics are folded
     into the merge, which therefore matches the layer in inference mode.
 
+    With `expansion_units=None` and `expansion_norm="batch"` there is no
+    expansion: the layer is `Dense(BatchNorm(x))`, and the merge folds the
+    BatchNorm into the `Dense`. On EmoDB this foldable BatchNorm alone trained
+    better than the expansion (`benchmarks/RESULTS.md`), at the cost of a
+    BatchNorm instead of a second matrix while training.
+
     Args:
         units: Positive integer, width of the output.
         expansion_units: Positive integer, width `k` of the inserted expansion.
             `k >= d` (the input width) avoids any rank cap; the paper's search
-            space is `k = r * d` with `r` in {1, 2, 4, 8}.
+            space is `k = r * d` with `r` in {1, 2, 4, 8}. `None`: no
+            expansion, only the `expansion_norm` before the `Dense`.
         activation: Activation applied to the output, as in `Dense`.
         use_bias: Whether the layer has output bias `b` (and an expansion bias
             `a`). The merged `Dense` has the same `use_bias`.
@@ -84,11 +91,19 @@ class HRFDense(keras.layers.Layer):
         **kwargs,
     ):
         units = check_positive_int("units", units)
-        expansion_units = check_positive_int("expansion_units", expansion_units)
+        if expansion_units is not None:
+            expansion_units = check_positive_int("expansion_units", expansion_units)
         if expansion_norm not in _EXPANSION_NORMS:
             raise ValueError(
                 "Received an invalid value for `expansion_norm`, expected one "
                 f"of {_EXPANSION_NORMS}. Received: expansion_norm={expansion_norm!r}"
+            )
+        if expansion_units is None and expansion_norm is None:
+            raise ValueError(
+                "`expansion_units` may be None (no expansion) only with an "
+                "`expansion_norm` to merge; without one the layer would be a "
+                "plain `keras.layers.Dense`: use that. Received: "
+                "expansion_units=None, expansion_norm=None"
             )
         if expansion_norm is not None and not use_bias:
             raise ValueError(
@@ -129,27 +144,30 @@ class HRFDense(keras.layers.Layer):
                 f"Layer '{self.name}' needs a known last input dimension. "
                 f"Received: input_shape={tuple(input_shape)}"
             )
-        self.expansion_kernel = self.add_weight(
-            name="expansion_kernel",
-            shape=(input_dim, self.expansion_units),
-            initializer=self.kernel_initializer,
-            regularizer=self.kernel_regularizer,
-            constraint=self.kernel_constraint,
-        )
+        self.expansion_kernel = None
+        if self.expansion_units is not None:
+            self.expansion_kernel = self.add_weight(
+                name="expansion_kernel",
+                shape=(input_dim, self.expansion_units),
+                initializer=self.kernel_initializer,
+                regularizer=self.kernel_regularizer,
+                constraint=self.kernel_constraint,
+            )
+        hidden_units = self.expansion_units or input_dim
         self.expansion_bias = None
         if self.use_bias and self.norm is None:
             self.expansion_bias = self.add_weight(
                 name="expansion_bias",
-                shape=(self.expansion_units,),
+                shape=(hidden_units,),
                 initializer=self.bias_initializer,
                 regularizer=self.bias_regularizer,
                 constraint=self.bias_constraint,
             )
         if self.norm is not None:
-            self.norm.build(tuple(input_shape[:-1]) + (self.expansion_units,))
+            self.norm.build(tuple(input_shape[:-1]) + (hidden_units,))
         self.kernel = self.add_weight(
             name="kernel",
-            shape=(self.expansion_units, self.units),
+            shape=(hidden_units, self.units),
             initializer=self.kernel_initializer,
             regularizer=self.kernel_regularizer,
             constraint=self.kernel_constraint,
@@ -166,7 +184,9 @@ class HRFDense(keras.layers.Layer):
         self.input_spec = keras.layers.InputSpec(min_ndim=2, axes={-1: input_dim})
 
     def call(self, inputs, training=None, mask=None):
-        hidden = ops.matmul(inputs, self.expansion_kernel)
+        hidden = inputs
+        if self.expansion_kernel is not None:
+            hidden = ops.matmul(inputs, self.expansion_kernel)
         if self.expansion_bias is not None:
             hidden = ops.add(hidden, self.expansion_bias)
         if self.norm is not None:
@@ -190,12 +210,18 @@ class HRFDense(keras.layers.Layer):
         layer's compute dtype, so the merge adds no rounding of its own.
         """
         self._check_built("merged_weights")
-        expansion_kernel = _to_float64(self.expansion_kernel)
         kernel = _to_float64(self.kernel)
+        hidden_units = kernel.shape[0]
+        # The map in front of `kernel` is h = x @ expansion_kernel + shift;
+        # with no expansion, expansion_kernel is the identity, kept diagonal.
+        expansion_kernel = (
+            _to_float64(self.expansion_kernel) if self.expansion_kernel is not None else None
+        )
+        expansion_diagonal = np.ones(hidden_units)
         expansion_shift = (
             _to_float64(self.expansion_bias)
             if self.expansion_bias is not None
-            else np.zeros(self.expansion_units)
+            else np.zeros(hidden_units)
         )
         if self.norm is not None:
             # Inference-mode BatchNorm is the affine map h * scale + shift.
@@ -204,9 +230,15 @@ class HRFDense(keras.layers.Layer):
             mean = _to_float64(self.norm.moving_mean)
             variance = _to_float64(self.norm.moving_variance)
             scale = gamma / np.sqrt(variance + self.norm.epsilon)
-            expansion_kernel = expansion_kernel * scale
+            if expansion_kernel is not None:
+                expansion_kernel = expansion_kernel * scale
+            else:
+                expansion_diagonal = expansion_diagonal * scale
             expansion_shift = (expansion_shift - mean) * scale + beta
-        merged_kernel = expansion_kernel @ kernel
+        if expansion_kernel is not None:
+            merged_kernel = expansion_kernel @ kernel
+        else:
+            merged_kernel = expansion_diagonal[:, None] * kernel
         merged_bias = None
         if self.use_bias:
             merged_bias = expansion_shift @ kernel + _to_float64(self.bias)
@@ -280,14 +312,17 @@ def _to_float64(variable):
 
 
 def dense_or_hrf(units, input_dim, hrf_expansion=None, hrf_norm=None, **kwargs):
-    """A plain `Dense(units)`, or an `HRFDense` whose expansion is
-    `round(hrf_expansion * input_dim)` wide when `hrf_expansion` is set.
+    """A plain `Dense(units)`; an `HRFDense` whose expansion is
+    `round(hrf_expansion * input_dim)` wide when `hrf_expansion` is set; or,
+    with only `hrf_norm`, an `HRFDense` without expansion (`Dense(norm(x))`).
 
     Blocks build their projections through this, so that the HRF and the
     plain variant of a block create the same sublayers in the same order
     (which is what `reparameterized_copy` relies on).
     """
     if check_hrf_expansion(hrf_expansion) is None:
-        return keras.layers.Dense(units, **kwargs)
+        if hrf_norm is None:
+            return keras.layers.Dense(units, **kwargs)
+        return HRFDense(units, None, expansion_norm=hrf_norm, **kwargs)
     expansion_units = max(1, int(round(hrf_expansion * input_dim)))
     return HRFDense(units, expansion_units, expansion_norm=hrf_norm, **kwargs)

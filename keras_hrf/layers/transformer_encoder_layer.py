@@ -9,9 +9,12 @@ from keras_hrf.layers.hrf_block import validate_hrf_targets
 from keras_hrf.layers.multi_head_self_attention import MultiHeadSelfAttention
 
 
-def hrf_for(target, hrf_targets, hrf_expansion):
-    """The expansion for one target: `hrf_expansion` if targeted, else None."""
-    return hrf_expansion if target in hrf_targets else None
+def hrf_for(target, hrf_targets, hrf_expansion, hrf_norm):
+    """A sub-block's HRF arguments: the block's own if `target` is one of
+    `hrf_targets`, else none (a plain sub-block, whatever `hrf_norm` says)."""
+    if target not in hrf_targets:
+        return {"hrf_expansion": None, "hrf_norm": None}
+    return {"hrf_expansion": hrf_expansion, "hrf_norm": hrf_norm}
 
 
 @keras.saving.register_keras_serializable(package="keras_hrf")
@@ -65,8 +68,7 @@ class TransformerEncoderLayer(HRFBlock):
             self.num_heads,
             dropout=self.attention_dropout,
             window=self.window,
-            hrf_expansion=hrf_for("attention", self.hrf_targets, self.hrf_expansion),
-            hrf_norm=self.hrf_norm,
+            **hrf_for("attention", self.hrf_targets, self.hrf_expansion, self.hrf_norm),
             name="attention",
             **common,
         )
@@ -80,8 +82,7 @@ class TransformerEncoderLayer(HRFBlock):
             self.ffn_dim,
             activation=self.activation,
             dropout=self.dropout,
-            hrf_expansion=hrf_for("ffn", self.hrf_targets, self.hrf_expansion),
-            hrf_norm=self.hrf_norm,
+            **hrf_for("ffn", self.hrf_targets, self.hrf_expansion, self.hrf_norm),
             name="feed_forward",
             **common,
         )

@@ -19,7 +19,9 @@ class Conformer(SpeechEmotionModel):
         hrf_expansion: None for the plain model, or `r`: an `HRFDense` with an
             expansion `round(r * model_dim)` wide before the first linear layer
             of both macaron FFNs of every block.
-        hrf_norm: None, or `"batch"` for a BatchNorm inside each expansion.
+        hrf_norm: None, or `"batch"` for a BatchNorm inside each expansion;
+            with `hrf_expansion=None`, a BatchNorm alone before each of those
+            linear layers, merged into it like HRF (the best EmoDB variant).
         hrf_targets: `("ffn",)`, plus `"attention"` and/or `"conv"`.
         model_dim, num_layers, num_heads, ffn_dim, kernel_size,
         subsampling_filters: Override the preset.

@@ -20,7 +20,9 @@ class ConvTransformer(SpeechEmotionModel):
         size: `"lite"` or `"large"`; see `presets`.
         hrf_expansion: None, or `r`: an `HRFDense` with an expansion
             `round(r * model_dim)` wide before every FFN's first linear layer.
-        hrf_norm: None, or `"batch"`.
+        hrf_norm: None, or `"batch"`: a BatchNorm inside each expansion, or,
+            with `hrf_expansion=None`, alone before each target linear layer;
+            merged like HRF.
         hrf_targets: `("ffn",)`, plus `"attention"`.
         model_dim, num_layers, num_heads, ffn_dim, subsampling_filters:
             Override the preset.

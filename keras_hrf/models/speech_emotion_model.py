@@ -15,7 +15,7 @@ class SpeechEmotionModel(keras.Model):
     `super().__init__(inputs, outputs, config=..., ...)`. Saving, cloning,
     export and `keras_hrf.reparameterize` work as for any functional model;
     `reparameterize()` returns an instance of the same class built with
-    `hrf_expansion=None` and holding the merged weights.
+    `hrf_expansion=None, hrf_norm=None` and holding the merged weights.
 
     Input: `(batch, frames, input_dim)` features with any number of frames.
     Frames equal to `mask_value` in every feature are padding (masked); set
