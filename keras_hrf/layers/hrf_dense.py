@@ -211,37 +211,24 @@ class HRFDense(keras.layers.Layer):
         """
         self._check_built("merged_weights")
         kernel = _to_float64(self.kernel)
-        hidden_units = kernel.shape[0]
-        # The map in front of `kernel` is h = x @ expansion_kernel + shift;
-        # with no expansion, expansion_kernel is the identity, kept diagonal.
-        expansion_kernel = (
-            _to_float64(self.expansion_kernel) if self.expansion_kernel is not None else None
-        )
-        expansion_diagonal = np.ones(hidden_units)
-        expansion_shift = (
-            _to_float64(self.expansion_bias)
-            if self.expansion_bias is not None
-            else np.zeros(hidden_units)
-        )
+        # In front of `kernel` is h = (x @ expansion_kernel) * scale + shift:
+        # the expansion's bias, or its inference-mode BatchNorm folded in.
+        scale = 1.0
+        shift = _to_float64(self.expansion_bias) if self.expansion_bias is not None else 0.0
         if self.norm is not None:
-            # Inference-mode BatchNorm is the affine map h * scale + shift.
             gamma = _to_float64(self.norm.gamma) if self.norm.scale else 1.0
             beta = _to_float64(self.norm.beta) if self.norm.center else 0.0
             mean = _to_float64(self.norm.moving_mean)
             variance = _to_float64(self.norm.moving_variance)
             scale = gamma / np.sqrt(variance + self.norm.epsilon)
-            if expansion_kernel is not None:
-                expansion_kernel = expansion_kernel * scale
-            else:
-                expansion_diagonal = expansion_diagonal * scale
-            expansion_shift = (expansion_shift - mean) * scale + beta
-        if expansion_kernel is not None:
-            merged_kernel = expansion_kernel @ kernel
+            shift = (shift - mean) * scale + beta
+        if self.expansion_kernel is None:  # no expansion: h = x * scale + shift
+            merged_kernel = np.reshape(scale, (-1, 1)) * kernel
         else:
-            merged_kernel = expansion_diagonal[:, None] * kernel
+            merged_kernel = (_to_float64(self.expansion_kernel) * scale) @ kernel
         merged_bias = None
         if self.use_bias:
-            merged_bias = expansion_shift @ kernel + _to_float64(self.bias)
+            merged_bias = shift @ kernel + _to_float64(self.bias)
         return merged_kernel, merged_bias
 
     def reparameterize(self):
