@@ -10,6 +10,7 @@ model did. Configurations (`--configs`):
     lite_hrf2       HRF r = 2, merged for testing
     lite_hrf4       HRF r = 4
     lite_hrf4_bn    HRF r = 4 with BatchNorm in the expansion (expansion_norm="batch")
+    lite_hrf1_bn    HRF r = 1 with BatchNorm: lite_bn with its square expansion trained
     lite_hrf4_all   HRF r = 4 on the FFNs, attention and convolution projections
     lite_bn         the control for lite_hrf4_bn: BatchNorm before each FFN's first
                     Dense and no expansion (an HRF r = 1 layer whose expansion
@@ -34,8 +35,8 @@ through the same plan: on a 2-core CPU two processes of `--threads 1` train
 1.3x more runs per hour than one process on both cores. A claim left by a
 process that died on this host is taken over. The summary (mean and spread of
 UA, WA and macro-F1 per configuration, and a paired comparison of each
-configuration against lite_plain, and lite_hrf4_bn against lite_bn, on the same
-folds and seeds) is printed and written to --output/summary.json, with the
+configuration against lite_plain, and of lite_hrf4_bn and lite_hrf1_bn against
+lite_bn, on the same folds and seeds) is printed and written to --output/summary.json, with the
 planned runs that are not on disk listed in it. It covers every run of the
 recipe on disk (all configurations and seeds, the chosen folds), not only the
 command's own plan, so a narrower command never shrinks it.
@@ -68,6 +69,7 @@ CONFIGS = {
     "lite_hrf2": dict(size="lite", hrf_expansion=2.0),
     "lite_hrf4": dict(size="lite", hrf_expansion=4.0),
     "lite_hrf4_bn": dict(size="lite", hrf_expansion=4.0, hrf_norm="batch"),
+    "lite_hrf1_bn": dict(size="lite", hrf_expansion=1.0, hrf_norm="batch"),
     "lite_hrf4_all": dict(size="lite", hrf_expansion=4.0,
                           hrf_targets=("ffn", "attention", "conv")),
     "lite_bn": dict(size="lite", hrf_expansion=1.0, hrf_norm="batch",
@@ -77,7 +79,7 @@ CONFIGS = {
 BASELINE = "lite_plain"
 # What a configuration is also compared with, pair by pair: the run that isolates
 # one of its ingredients.
-CONTROLS = {"lite_hrf4_bn": "lite_bn"}
+CONTROLS = {"lite_hrf4_bn": "lite_bn", "lite_hrf1_bn": "lite_bn"}
 
 
 def spec_augment_batches(batches, seed):
