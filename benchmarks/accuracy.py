@@ -36,8 +36,9 @@ through the same plan: on a 2-core CPU two processes of `--threads 1` train
 process that died on this host is taken over. The summary (mean and spread of
 UA, WA and macro-F1 per configuration, and a paired comparison of each
 configuration against lite_plain, and of lite_hrf4_bn and lite_hrf1_bn against
-lite_bn, on the same folds and seeds) is printed and written to --output/summary.json, with the
-planned runs that are not on disk listed in it. It covers every run of the
+lite_bn, on the same folds and seeds) is printed and written to
+--output/summary.json, with the planned runs that are not on disk listed in it.
+It covers every run of the
 recipe on disk (all configurations and seeds, the chosen folds), not only the
 command's own plan, so a narrower command never shrinks it.
 
@@ -453,8 +454,9 @@ def main(argv=None):
               f"{result['ua']:.4f} WA {result['wa']:.4f} F1 {result['macro_f1']:.4f} "
               f"({result['train_seconds']:.0f} s)", flush=True)
 
+    # A planned run not on disk is being trained elsewhere, or --summarize-only.
     missing = [os.path.basename(run_path(*run)) for run in plan
-               if not os.path.isfile(run_path(*run))]  # being trained elsewhere, or --summarize-only
+               if not os.path.isfile(run_path(*run))]
     # Every run of this recipe on disk, not only this command's plan, so that a
     # narrower command does not shrink the recipe's summary.
     recorded = recorded_runs(runs_dir, f"{args.model}_", f"_e{args.epochs}{tag}", folds)

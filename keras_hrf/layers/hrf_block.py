@@ -40,9 +40,10 @@ class HRFBlock(keras.layers.Layer):
     block's HRF-capable projections `HRFDense` layers with an expansion
     `round(r * input_width)` wide, and `hrf_norm="batch"` gives those
     expansions a BatchNorm (or, with `hrf_expansion=None`, puts a foldable
-    BatchNorm alone before those projections). Subclasses create the same sublayers in the same
-    order whatever the setting, so `reparameterize()` (the package's merge
-    protocol) is a `reparameterized_copy` with HRF switched off.
+    BatchNorm alone before those projections). Subclasses create the same
+    sublayers in the same order whatever the setting, so `reparameterize()`
+    (the package's merge protocol) is a `reparameterized_copy` with HRF
+    switched off.
     """
 
     def __init__(self, hrf_expansion=None, hrf_norm=None, **kwargs):
