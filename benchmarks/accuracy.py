@@ -272,7 +272,7 @@ def recorded_runs(runs_dir, prefix, recipe_suffix, folds):
         if match and match["group"] in folds:
             found.append((match["config"], int(match["seed"]), match["group"]))
     order = list(CONFIGS)
-    return sorted(found, key=lambda run: (order.index(run[0]), run[1], str(run[2])))
+    return sorted(found, key=lambda run: (order.index(run[0]), run[1], run[2]))
 
 
 def _process_alive(pid):

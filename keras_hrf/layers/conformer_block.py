@@ -5,9 +5,9 @@ import keras
 from keras_hrf.layers.conformer_convolution import ConformerConvolution
 from keras_hrf.layers.feed_forward import FeedForward
 from keras_hrf.layers.hrf_block import HRFBlock
+from keras_hrf.layers.hrf_block import hrf_for
 from keras_hrf.layers.hrf_block import validate_hrf_targets
 from keras_hrf.layers.multi_head_self_attention import MultiHeadSelfAttention
-from keras_hrf.layers.transformer_encoder_layer import hrf_for
 
 
 @keras.saving.register_keras_serializable(package="keras_hrf")

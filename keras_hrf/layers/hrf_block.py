@@ -25,6 +25,14 @@ def validate_hrf_targets(hrf_targets):
     return hrf_targets
 
 
+def hrf_for(target, hrf_targets, hrf_expansion, hrf_norm):
+    """A sub-block's HRF arguments: the block's own if `target` is one of
+    `hrf_targets`, else none (a plain sub-block, whatever `hrf_norm` says)."""
+    if target not in hrf_targets:
+        return {"hrf_expansion": None, "hrf_norm": None}
+    return {"hrf_expansion": hrf_expansion, "hrf_norm": hrf_norm}
+
+
 def call_projection(layer, inputs, mask=None, training=None):
     """Call a `Dense` or `HRFDense`; only the latter uses the mask (for its
     optional BatchNorm statistics) and the training flag."""

@@ -5,16 +5,9 @@ import keras
 
 from keras_hrf.layers.feed_forward import FeedForward
 from keras_hrf.layers.hrf_block import HRFBlock
+from keras_hrf.layers.hrf_block import hrf_for
 from keras_hrf.layers.hrf_block import validate_hrf_targets
 from keras_hrf.layers.multi_head_self_attention import MultiHeadSelfAttention
-
-
-def hrf_for(target, hrf_targets, hrf_expansion, hrf_norm):
-    """A sub-block's HRF arguments: the block's own if `target` is one of
-    `hrf_targets`, else none (a plain sub-block, whatever `hrf_norm` says)."""
-    if target not in hrf_targets:
-        return {"hrf_expansion": None, "hrf_norm": None}
-    return {"hrf_expansion": hrf_expansion, "hrf_norm": hrf_norm}
 
 
 @keras.saving.register_keras_serializable(package="keras_hrf")
