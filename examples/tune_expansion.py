@@ -10,9 +10,10 @@ training groups, stratified); the held-out test group (--fold) scores the
 merged winner once, after the search. Writes to --output:
 
     trials.csv          one row per trial: id, status, hyperparameters (hrf_expansion
-                        first), val_ua, training seconds, parameters while training
-                        and once merged
-    widths.csv          per width: trials, best and mean val_ua, mean training seconds
+                        and hrf_norm first), val_ua, training seconds, parameters
+                        while training and once merged
+    widths.csv          per width and norm: trials, best and mean val_ua, mean
+                        training seconds
     best_merged.keras   the best trial's model, reparameterized
     search_report.json  the best hyperparameters, the merged model's test metrics
     search/             KerasTuner's own project folder (oracle and trial state)
@@ -99,7 +100,8 @@ def parse_args(argv):
     space.add_argument("--hrf-targets", type=_list(str, "--hrf-targets"), default=["ffn"],
                        metavar="T,T,...", help='target sets, each like "ffn" or "ffn+attention+conv"')
     space.add_argument("--hrf-norms", type=_list(_norm, "--hrf-norms"), default=[None],
-                       metavar="N,N,...", help='"none" and/or "batch"')
+                       metavar="N,N,...", help='"none" and/or "batch"; with 0 among the '
+                       '--expansions, "batch" also tries a BatchNorm alone (no expansion)')
     # SUPPRESS: the default depends on --model, so the help must not print "None".
     space.add_argument("--learning-rates", type=_list(float, "--learning-rates"),
                        default=argparse.SUPPRESS,
@@ -190,8 +192,8 @@ def write_reports(tuner, fold, args, synthetic):
     model, retrained = best_model(tuner, fold, args)
     merged = keras_hrf.reparameterize(model)
     hp = tuner.get_best_hyperparameters(1)[0].values
-    plain = tuning.HRFHyperModel(len(fold.classes), fold.input_dim,
-                                 **{**args.hypermodel_options, "expansions": [0]})
+    plain_options = {**args.hypermodel_options, "expansions": [0], "hrf_norms": [None]}
+    plain = tuning.HRFHyperModel(len(fold.classes), fold.input_dim, **plain_options)
     plain_params = plain.build(keras_tuner.HyperParameters()).count_params()
     if merged.count_params() != plain_params:
         raise SystemExit(f"The merged model has {merged.count_params():,} parameters, "

@@ -2,7 +2,8 @@
 
 `HRFHyperModel` builds a `Conformer`, `ConvTransformer` or `SpeechFormer` whose
 HRF expansion width is a hyperparameter. Width 0 is the plain model, so the
-baseline competes in the same search, on the same data, with the same budget.
+baseline competes in the same search, on the same data, with the same budget
+(and, with `hrf_norms=(None, "batch")`, so does the BatchNorm alone).
 Any of KerasTuner's own tuners runs it, alone or distributed with KerasTuner's
 chief/worker oracle (`KERASTUNER_TUNER_ID`, `KERASTUNER_ORACLE_IP`,
 `KERASTUNER_ORACLE_PORT`):
@@ -18,6 +19,7 @@ The objective is validation UA (`keras_hrf.metrics.UnweightedAccuracy`,
 logged as `"val_ua"`), maximized.
 """
 
+import contextlib
 import numbers
 import time
 
@@ -78,8 +80,12 @@ class HRFHyperModel(keras_tuner.HyperModel):
 
     Hyperparameters (a list with one value is recorded as fixed, not searched):
         `hrf_expansion`: the expansion width as a multiple of the model width;
-            0 is the plain model (no HRF).
-        `hrf_targets`, `hrf_norm`: only where `hrf_expansion` > 0.
+            0 is no expansion: the plain model (or the BatchNorm alone, below).
+        `hrf_targets`, `hrf_norm`: where `hrf_expansion` > 0.
+        `norm_only`, `norm_only_targets`: where `hrf_expansion` is 0 and
+            `hrf_norms` holds `"batch"`: `norm_only="batch"` is a BatchNorm
+            alone before each targeted projection (merged away like HRF),
+            `"none"` the plain model.
         `learning_rate`, `dropout`.
 
     Args:
@@ -90,7 +96,8 @@ class HRFHyperModel(keras_tuner.HyperModel):
         expansions: Widths to try, e.g. `(0, 1, 2, 4, 8)`.
         hrf_targets: Target sets to try, each a tuple such as `("ffn",)` or a
             string such as `"ffn+attention"`.
-        hrf_norms: `None` and/or `"batch"`.
+        hrf_norms: `None` and/or `"batch"`; with 0 among the `expansions`,
+            `"batch"` also tries the BatchNorm alone at width 0.
         learning_rates, dropouts: Values to try; `learning_rates=None` is the
             model's `training.default_learning_rate`.
         weight_decay: AdamW's weight decay.
@@ -140,14 +147,7 @@ class HRFHyperModel(keras_tuner.HyperModel):
 
     def build(self, hp):
         expansion = self._pick(hp, "hrf_expansion", self.expansions)
-        targets, norm = ("ffn",), None
-        with_hrf = [e for e in self.expansions if e > 0]
-        if with_hrf and len(self.expansions) > 1:
-            with hp.conditional_scope("hrf_expansion", with_hrf):
-                if expansion > 0:
-                    targets, norm = self._pick_hrf_options(hp)
-        elif expansion > 0:
-            targets, norm = self._pick_hrf_options(hp)
+        targets, norm = self._pick_hrf_options(hp, expansion)
         learning_rate = self._pick(hp, "learning_rate", self.learning_rates)
         dropout = self._pick(hp, "dropout", self.dropouts)
         model = self.model_class(
@@ -158,10 +158,43 @@ class HRFHyperModel(keras_tuner.HyperModel):
         return training.compile_for_training(model, self.num_classes, learning_rate,
                                              weight_decay=self.weight_decay)
 
-    def _pick_hrf_options(self, hp):
-        targets = self._pick(hp, "hrf_targets", self.hrf_targets).split("+")
-        norm = self._pick(hp, "hrf_norm", self.hrf_norms)
-        return tuple(targets), None if norm == "none" else norm
+    def _pick_hrf_options(self, hp, expansion):
+        """Targets and norm, each active only where it changes the model.
+
+        Width > 0: `hrf_targets` and `hrf_norm` of the expansion. Width 0, when
+        `"batch"` is among the norms: `norm_only` (`"none"` is the plain model,
+        `"batch"` a BatchNorm alone before each targeted projection) and, for
+        the latter, `norm_only_targets`. KerasTuner needs a name per branch (it
+        keeps one value per name), and every scope is entered whatever the
+        width so that KerasTuner finds each branch before the first trial.
+        """
+        targets, norm = "ffn", "none"
+        with_hrf = [e for e in self.expansions if e > 0]
+        if with_hrf:
+            with self._expansion_scope(hp, with_hrf):
+                if expansion > 0:
+                    targets = self._pick(hp, "hrf_targets", self.hrf_targets)
+                    norm = self._pick(hp, "hrf_norm", self.hrf_norms)
+        # Without "batch", width 0 is just the plain model: nothing to pick, and the
+        # space is the one this class had before the BatchNorm-only option.
+        if 0 in self.expansions and "batch" in self.hrf_norms:
+            with self._expansion_scope(hp, [0]):
+                if expansion == 0:
+                    norm = self._pick(hp, "norm_only", self.hrf_norms)
+                    with self._norm_only_scope(hp):
+                        if norm == "batch":
+                            targets = self._pick(hp, "norm_only_targets", self.hrf_targets)
+        return tuple(targets.split("+")), None if norm == "none" else norm
+
+    def _expansion_scope(self, hp, widths):
+        if len(self.expansions) > 1:
+            return hp.conditional_scope("hrf_expansion", widths)
+        return contextlib.nullcontext()  # one width: nothing to condition on
+
+    def _norm_only_scope(self, hp):
+        if len(self.hrf_norms) > 1:
+            return hp.conditional_scope("norm_only", ["batch"])
+        return contextlib.nullcontext()
 
     def fit(self, hp, model, *args, **kwargs):
         """`model.fit`, timed. Returns the best epoch's validation metrics, the
@@ -230,6 +263,9 @@ def trials_table(oracle):
         row = {"trial_id": trial_id, "status": trial.status}
         row.update({f"hp_{k}": v for k, v in trial.hyperparameters.values.items()})
         row["hrf_expansion"] = trial.hyperparameters.values.get("hrf_expansion")
+        # The norm of either branch; inactive (the plain model) means none.
+        values = trial.hyperparameters.values
+        row["hrf_norm"] = values.get("hrf_norm") or values.get("norm_only") or "none"
         row[OBJECTIVE] = trial.score
         for name in trial.metrics.metrics:
             if name != OBJECTIVE:
@@ -238,11 +274,11 @@ def trials_table(oracle):
     table = pd.DataFrame(rows)
     if table.empty:
         return table
-    table = table.drop(columns=["hp_hrf_expansion"])
+    table = table.drop(columns=[c for c in ("hp_hrf_expansion", "hp_hrf_norm") if c in table])
     for name in ("params_training", "params_deployed", "epochs_run"):
         if name in table:
             table[name] = table[name].astype("Int64")
-    first = ["trial_id", "status", "hrf_expansion",
+    first = ["trial_id", "status", "hrf_expansion", "hrf_norm",
              *sorted(c for c in table if c.startswith("hp_")),
              OBJECTIVE, "train_seconds", "params_training", "params_deployed", "epochs_run"]
     first = [c for c in first if c in table]
@@ -250,12 +286,13 @@ def trials_table(oracle):
 
 
 def width_summary(table):
-    """Per expansion width, over completed trials: how many, best and mean
-    validation UA, mean training seconds and parameters while training."""
+    """Per expansion width and norm (width 0 with `"batch"` is the BatchNorm
+    alone), over completed trials: how many, best and mean validation UA, mean
+    training seconds and parameters while training and deployed."""
     done = table[table["status"] == "COMPLETED"] if "status" in table else table
     if done.empty:
         return pd.DataFrame()
-    summary = done.groupby("hrf_expansion").agg(
+    summary = done.groupby(["hrf_expansion", "hrf_norm"]).agg(
         trials=(OBJECTIVE, "size"),
         best_val_ua=(OBJECTIVE, "max"),
         mean_val_ua=(OBJECTIVE, "mean"),

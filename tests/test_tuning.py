@@ -57,6 +57,98 @@ def test_conditional_hrf_options_and_fixed_values():
     assert [c.values for c in names["hrf_targets"].conditions] == [[2]]
 
 
+def _hrf_layers(model):
+    return [l for l in model._flatten_layers() if isinstance(l, keras_hrf.HRFDense)]
+
+
+def test_width_zero_with_batch_norm_is_the_batch_norm_alone():
+    hypermodel = tuning.HRFHyperModel(4, input_dim=16, expansions=(0, 2), hrf_norms=(None, "batch"),
+                                      hrf_targets=("ffn", "ffn+attention"),
+                                      model_kwargs={"num_layers": 1, "model_dim": 32})
+    built = {}
+    for norm, targets in (("none", None), ("batch", "ffn"), ("batch", "ffn+attention")):
+        hp = keras_tuner.HyperParameters()
+        hp.values.update(hrf_expansion=0, norm_only=norm)
+        if targets:
+            hp.values["norm_only_targets"] = targets
+        built[norm, targets] = model = hypermodel.build(hp)
+        config = model.get_config()
+        assert config["hrf_expansion"] is None
+        assert config["hrf_norm"] == (None if norm == "none" else "batch")
+        assert config["hrf_targets"] == (targets or "ffn").split("+")
+    plain = built["none", None]
+    assert _hrf_layers(plain) == []
+    ffn_only = _hrf_layers(built["batch", "ffn"])
+    with_attention = _hrf_layers(built["batch", "ffn+attention"])
+    assert ffn_only and len(with_attention) > len(ffn_only)
+    assert all(l.expansion_units is None and l.expansion_norm == "batch" for l in with_attention)
+    for model in built.values():
+        assert tuning.deployed_parameter_count(model) == plain.count_params()
+        assert keras_hrf.reparameterize(model).count_params() == plain.count_params()
+    names = {p.name: p for p in hp.space}
+    assert [c.values for c in names["norm_only"].conditions] == [[0]]
+    assert [c.values for c in names["norm_only_targets"].conditions] == [[0], ["batch"]]
+
+
+def test_without_batch_norm_width_zero_adds_nothing_to_the_space():
+    hypermodel = tuning.HRFHyperModel(4, expansions=(0, 2), hrf_norms=(None,))
+    hp = keras_tuner.HyperParameters()
+    hypermodel.build(hp)
+    hp.values["hrf_expansion"] = 2
+    hypermodel.build(hp)
+    assert sorted(p.name for p in hp.space) == sorted(
+        ["hrf_expansion", "hrf_targets", "hrf_norm", "learning_rate", "dropout"])
+
+
+@pytest.mark.parametrize("name", ["random", "bayesian"])
+def test_keras_tuner_oracles_reach_the_batch_norm_alone_and_no_model_twice(name, tmp_path):
+    """KerasTuner's own oracle, driven trial by trial without training: the
+    space holds exactly the 7 distinct models of 2 widths x 2 norms x 2 target
+    sets (one plain model), and the search stops once it has built each."""
+    hypermodel = tuning.HRFHyperModel(4, input_dim=16, expansions=(0, 2), hrf_norms=(None, "batch"),
+                                      hrf_targets=("ffn", "ffn+attention"),
+                                      model_kwargs={"num_layers": 1, "model_dim": 32})
+    tuner = tuning.make_tuner(name, hypermodel, max_trials=12, seed=5, directory=str(tmp_path),
+                              project_name="space")
+    oracle, models = tuner.oracle, []
+    for step in range(12):
+        trial = oracle.create_trial("tuner0")
+        if trial.status != "RUNNING":
+            break
+        model = hypermodel.build(trial.hyperparameters)
+        config = model.get_config()
+        inserted = config["hrf_expansion"] or config["hrf_norm"]
+        models.append((config["hrf_expansion"] or 0, config["hrf_norm"] or "none",
+                       "+".join(config["hrf_targets"]) if inserted else "-"))
+        oracle.update_trial(trial.trial_id, {
+            tuning.OBJECTIVE: step / 12, "train_seconds": 1.0,
+            "params_training": model.count_params(),
+            "params_deployed": tuning.deployed_parameter_count(model)})
+        trial.status = "COMPLETED"
+        oracle.end_trial(trial)
+    assert trial.status == "STOPPED"  # the space ran out before max_trials
+    assert sorted(models) == sorted(
+        [(0, "none", "-"), (0, "batch", "ffn"), (0, "batch", "ffn+attention")]
+        + [(2, norm, targets) for norm in ("none", "batch") for targets in ("ffn", "ffn+attention")])
+    widths = tuning.width_summary(tuning.trials_table(oracle))
+    assert widths[["hrf_expansion", "hrf_norm", "trials"]].values.tolist() == [
+        [0, "batch", 2], [0, "none", 1], [2, "batch", 2], [2, "none", 2]]
+    assert widths["params_deployed"].nunique() == 1
+    training = widths.set_index(["hrf_expansion", "hrf_norm"])["params_training"]
+    assert training[0, "none"] < training[0, "batch"] < training[2, "none"] < training[2, "batch"]
+
+
+def test_a_search_of_the_batch_norm_alone_reports_it_against_the_plain_model(tmp_path):
+    report = _load_example("tune_expansion").main(
+        [*TINY, "--max-trials", "1", "--expansions", "0", "--hrf-norms", "batch",
+         "--output", str(tmp_path / "tune")])
+    assert report["best_hyperparameters"]["norm_only"] == "batch"
+    assert report["params_merged"] == report["params_plain"] < report["params_best_while_training"]
+    assert report["max_abs_logit_difference"] < 1e-4
+    widths = pd.read_csv(tmp_path / "tune" / "widths.csv")
+    assert widths[["hrf_expansion", "hrf_norm"]].values.tolist() == [[0, "batch"]]
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [
