@@ -227,7 +227,7 @@ def write_reports(tuner, fold, args, synthetic):
     with atomic_path(os.path.join(args.output, "search_report.json")) as path:
         with open(path, "w") as handle:
             json.dump(report, handle, indent=2, default=str)
-    print("\nPer expansion width (0 = plain):")
+    print("\nPer expansion width (0 = no expansion) and norm:")
     print(widths.to_string(index=False))
     print(f"\nBest: {hp}; val UA {report['best_val_ua']:.4f}; merged test UA on "
           f"{fold.test_group}: {report['test_merged']['ua']:.4f}; parameters "

@@ -261,10 +261,10 @@ def trials_table(oracle):
     rows = []
     for trial_id, trial in sorted(oracle.trials.items()):
         row = {"trial_id": trial_id, "status": trial.status}
-        row.update({f"hp_{k}": v for k, v in trial.hyperparameters.values.items()})
-        row["hrf_expansion"] = trial.hyperparameters.values.get("hrf_expansion")
-        # The norm of either branch; inactive (the plain model) means none.
         values = trial.hyperparameters.values
+        row.update({f"hp_{k}": v for k, v in values.items()})
+        row["hrf_expansion"] = values.get("hrf_expansion")
+        # The norm of either branch; inactive (the plain model) means none.
         row["hrf_norm"] = values.get("hrf_norm") or values.get("norm_only") or "none"
         row[OBJECTIVE] = trial.score
         for name in trial.metrics.metrics:
