@@ -38,9 +38,9 @@ UA, WA and macro-F1 per configuration, and a paired comparison of each
 configuration against lite_plain, and of lite_hrf4_bn and lite_hrf1_bn against
 lite_bn, on the same folds and seeds) is printed and written to
 --output/summary.json, with the planned runs that are not on disk listed in it.
-It covers every run of the
-recipe on disk (all configurations and seeds, the chosen folds), not only the
-command's own plan, so a narrower command never shrinks it.
+It covers every run of the recipe on disk (all configurations and seeds, the
+chosen folds), not only the command's own plan, so a narrower command never
+shrinks it.
 
     python benchmarks/accuracy.py                      # 10 folds x 3 seeds x all configs
     python benchmarks/accuracy.py --quick              # 2 folds, 1 seed, plain vs HRF r=4, 3 epochs

@@ -274,7 +274,9 @@ def trials_table(oracle):
     table = pd.DataFrame(rows)
     if table.empty:
         return table
-    table = table.drop(columns=[c for c in ("hp_hrf_expansion", "hp_hrf_norm") if c in table])
+    # Shown once, in the front columns, whichever branch set them.
+    folded = ("hp_hrf_expansion", "hp_hrf_norm", "hp_norm_only")
+    table = table.drop(columns=[c for c in folded if c in table])
     for name in ("params_training", "params_deployed", "epochs_run"):
         if name in table:
             table[name] = table[name].astype("Int64")

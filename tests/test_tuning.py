@@ -24,6 +24,10 @@ SCRIPT = os.path.join(os.path.dirname(__file__), os.pardir, "examples", "tune_ex
 TINY = ["--epochs", "1", "--num-layers", "1", "--model-dim", "32", "--max-seconds", "1.5"]
 
 
+def _hrf_layers(model):
+    return [l for l in model._flatten_layers() if isinstance(l, keras_hrf.HRFDense)]
+
+
 @pytest.mark.parametrize("model", sorted(keras_hrf.training.MODELS))
 def test_the_hypermodel_builds_every_model_at_every_width(model):
     hypermodel = tuning.HRFHyperModel(4, input_dim=40, model=model, expansions=(0, 1, 2, 4, 8),
@@ -33,8 +37,7 @@ def test_the_hypermodel_builds_every_model_at_every_width(model):
         hp = keras_tuner.HyperParameters()
         hp.values["hrf_expansion"] = width
         built = hypermodel.build(hp)
-        hrf_layers = [l for l in built._flatten_layers() if isinstance(l, keras_hrf.HRFDense)]
-        assert bool(hrf_layers) == (width > 0)
+        assert bool(_hrf_layers(built)) == (width > 0)
         assert built.compiled
         counts[width] = (built.count_params(), tuning.deployed_parameter_count(built))
     plain = counts[0][0]
@@ -55,10 +58,6 @@ def test_conditional_hrf_options_and_fixed_values():
     assert hp.get("learning_rate") == 1e-3  # one value: fixed, still recorded
     names = {p.name: p for p in hp.space}
     assert [c.values for c in names["hrf_targets"].conditions] == [[2]]
-
-
-def _hrf_layers(model):
-    return [l for l in model._flatten_layers() if isinstance(l, keras_hrf.HRFDense)]
 
 
 def test_width_zero_with_batch_norm_is_the_batch_norm_alone():
@@ -273,7 +272,7 @@ def test_a_killed_search_resumes_without_losing_a_finished_trial(tmp_path, backe
     assert report["params_merged"] == report["params_plain"] == table["params_deployed"].iloc[0]
     assert report["max_abs_logit_difference"] < 1e-4
     merged = keras.saving.load_model(str(output / "best_merged.keras"), safe_mode=True)
-    assert not any(isinstance(l, keras_hrf.HRFDense) for l in merged._flatten_layers())
+    assert not _hrf_layers(merged)
     assert merged.count_params() == report["params_plain"]
     widths = pd.read_csv(output / "widths.csv")
     assert list(widths["hrf_expansion"]) == [0, 1, 2] and list(widths["trials"]) == [1, 1, 1]
