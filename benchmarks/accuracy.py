@@ -83,9 +83,9 @@ BASELINE = "lite_plain"
 CONTROLS = {"lite_hrf4_bn": "lite_bn", "lite_hrf1_bn": "lite_bn"}
 
 
-def spec_augment_batches(batches, seed):
-    """`PaddedBatches` whose training batches get SpecAugment masks (zeroed
-    bins and frames of the normalized features; padding stays padding)."""
+def spec_augment_batches(inputs, labels, batch_size, seed):
+    """Shuffled `PaddedBatches` whose training batches get SpecAugment masks
+    (zeroed bins and frames of the normalized features; padding stays padding)."""
     import numpy as np
 
     from keras_hrf.features import PaddedBatches
@@ -112,8 +112,7 @@ def spec_augment_batches(batches, seed):
             super().on_epoch_end()
             self.epoch += 1
 
-    augmented = SpecAugmented(batches.features, batches.labels, batches.batch_size,
-                              shuffle=True, seed=seed)
+    augmented = SpecAugmented(inputs, labels, batch_size, shuffle=True, seed=seed)
     augmented.epoch = 0
     return augmented
 
@@ -183,7 +182,7 @@ def run_one(manifest, classes, features, usable, config_name, seed, test_group, 
     model = training.model_class(args.model)(len(classes), input_dim=fold.input_dim, **config)
     if CONFIGS[config_name].get("identity_expansion"):
         freeze_expansions_at_identity(model)
-    train = spec_augment_batches(fold.batches("train", args.batch_size, shuffle=True, seed=seed),
+    train = spec_augment_batches(fold.inputs["train"], fold.labels["train"], args.batch_size,
                                  seed)
     steps = args.epochs * len(train)
     schedule = keras.optimizers.schedules.CosineDecay(
@@ -200,11 +199,12 @@ def run_one(manifest, classes, features, usable, config_name, seed, test_group, 
     scratch = os.path.join(args.output, "scratch", f"{config_name}_{seed}_{test_group}")
     checkpoint = training.BestWeightsCheckpoint(os.path.join(scratch, "best.weights.h5"))
     started = time.time()
-    model.fit(train, validation_data=validation, epochs=args.epochs, verbose=0,
-              callbacks=[checkpoint])
+    model.fit(train.for_keras(), validation_data=validation, epochs=args.epochs, shuffle=False,
+              verbose=0, callbacks=[checkpoint])
     seconds = time.time() - started
     model.load_weights(checkpoint.filepath)
-    test_batches = keras_hrf.features.PaddedBatches(fold.inputs["test"], batch_size=args.batch_size)
+    test_batches = keras_hrf.features.PaddedBatches(fold.inputs["test"],
+                                                    batch_size=args.batch_size).for_keras()
     logits = model.predict(test_batches, verbose=0)
     result = {
         "config": config_name, "seed": seed, "test_group": test_group,

@@ -131,7 +131,7 @@ def train_merged(name, fold, epochs, folder):
     training.compile_for_training(model, len(fold.classes), training.default_learning_rate(name))
     checkpoint = training.BestWeightsCheckpoint(os.path.join(folder, f"{name}.weights.h5"))
     model.fit(fold.batches("train", 16, shuffle=True), validation_data=fold.batches("validation", 16),
-              epochs=epochs, verbose=0, callbacks=[checkpoint])
+              epochs=epochs, shuffle=False, verbose=0, callbacks=[checkpoint])
     model.load_weights(checkpoint.filepath)
     return keras_hrf.reparameterize(model)
 

@@ -92,7 +92,7 @@ def parse_args(argv):
 
 
 def predict(model, inputs, batch_size):
-    return model.predict(PaddedBatches(inputs, batch_size=batch_size), verbose=0)
+    return model.predict(PaddedBatches(inputs, batch_size=batch_size).for_keras(), verbose=0)
 
 
 def load_finished_fold(fold_dir):
@@ -132,6 +132,7 @@ def run_fold(args, manifest, classes, features, test_group, usable, fold_dir):
         fold.batches("train", args.batch_size, shuffle=True, seed=args.seed),
         validation_data=fold.batches("validation", args.batch_size),
         epochs=args.epochs,
+        shuffle=False,  # the batches reshuffle themselves each epoch
         verbose=training.fit_verbosity(),
         callbacks=[
             checkpoint,  # before the backup: a resumed run knows the best score

@@ -174,6 +174,7 @@ def best_model(tuner, fold, args):
     model.fit(fold.batches("train", args.batch_size, shuffle=True, seed=args.seed),
               validation_data=fold.batches("validation", args.batch_size),
               epochs=hp.values.get("tuner/epochs", args.epochs),
+              shuffle=False,  # the batches reshuffle themselves each epoch
               verbose=training.fit_verbosity())
     return model, True
 
@@ -198,7 +199,7 @@ def write_reports(tuner, fold, args, synthetic):
     if merged.count_params() != plain_params:
         raise SystemExit(f"The merged model has {merged.count_params():,} parameters, "
                          f"the plain model {plain_params:,}")
-    batches = PaddedBatches(fold.inputs["test"], batch_size=args.batch_size)
+    batches = PaddedBatches(fold.inputs["test"], batch_size=args.batch_size).for_keras()
     hrf_logits = model.predict(batches, verbose=0)
     merged_logits = merged.predict(batches, verbose=0)
     difference = float(np.max(np.abs(hrf_logits - merged_logits)))
@@ -264,6 +265,7 @@ def main(argv=None):
         fold.batches("train", args.batch_size, shuffle=True, seed=args.seed),
         validation_data=fold.batches("validation", args.batch_size),
         epochs=args.epochs,
+        shuffle=False,  # the batches reshuffle themselves each epoch
         verbose=training.fit_verbosity(),
         callbacks=[keras.callbacks.TensorBoard(os.path.join(args.output, "logs"))],
     )

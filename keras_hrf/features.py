@@ -152,6 +152,12 @@ class PaddedBatches(keras.utils.PyDataset):
     """Batches of `(features, labels)` padded with zero frames to the longest
     utterance of each batch (not of the whole set), for `fit` / `predict`.
 
+    Pass `batches.for_keras()` to `fit`, `evaluate` and `predict`, not the
+    object itself: on TensorFlow, Keras fixes a `PyDataset`'s `tf.data`
+    signature from its first two batches, so when those two happen to be padded
+    to the same length, every longer batch later is refused (a `TypeError`
+    after a whole epoch of work). `for_keras` declares the time axis variable.
+
     Args:
         features: A list of `(frames, bins)` arrays.
         labels: Integer labels, or None for prediction.
@@ -201,3 +207,37 @@ class PaddedBatches(keras.utils.PyDataset):
     def on_epoch_end(self):
         if self.shuffle:
             self.rng.shuffle(self.order)
+
+    def for_keras(self):
+        """What to give `fit`, `evaluate` or `predict` on the current backend.
+
+        JAX and PyTorch: these batches themselves (JAX compiles one function
+        per padded length, a few thanks to `frame_multiple`). TensorFlow: a
+        `tf.data.Dataset` of the same batches in the same order, whose batch
+        and time axes are declared variable (`(None, None, bins)`), so that
+        any utterance length is accepted and one traced function serves them
+        all. It reshuffles (`on_epoch_end`) before every pass but the first,
+        as Keras does for a `PyDataset`.
+        """
+        if keras.backend.backend() != "tensorflow":
+            return self
+        import tensorflow as tf
+
+        first = self[0]
+        signature = (tf.TensorSpec((None, None, first[0].shape[-1]), tf.float32),)
+        if self.labels is not None:
+            signature += (tf.TensorSpec((None,) + first[1].shape[1:], tf.int32),)
+        passes = [0]
+
+        def generate():
+            # The body runs when the first batch is asked for, once per pass
+            # that Keras reads (no prefetch: an iterator Keras opens and never
+            # reads must not reshuffle).
+            if passes[0]:
+                self.on_epoch_end()
+            passes[0] += 1
+            for index in range(len(self)):
+                yield self[index]
+
+        dataset = tf.data.Dataset.from_generator(generate, output_signature=signature)
+        return dataset.apply(tf.data.experimental.assert_cardinality(len(self)))

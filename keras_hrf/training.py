@@ -220,9 +220,13 @@ class FoldData:
         return int(self.mean.shape[-1])
 
     def batches(self, part, batch_size, shuffle=False, seed=0):
-        """A `PaddedBatches` over one part ("train", "validation", "test")."""
+        """One part ("train", "validation", "test") as `PaddedBatches`, in the
+        form `fit` / `evaluate` / `predict` take on this backend
+        (`PaddedBatches.for_keras`: on TensorFlow, a `tf.data.Dataset` whose
+        time axis is variable). The batches shuffle themselves when `shuffle`:
+        give `fit` `shuffle=False`."""
         return feature_lib.PaddedBatches(self.inputs[part], self.labels[part], batch_size,
-                                         shuffle=shuffle, seed=seed)
+                                         shuffle=shuffle, seed=seed).for_keras()
 
 
 NORMALIZATIONS = ("train", "speaker")

@@ -151,7 +151,7 @@ def test_spec_augment_masks_speech_and_leaves_padding_alone():
 
     rng = np.random.default_rng(0)
     features = [rng.normal(size=(n, 80)).astype("float32") + 3.0 for n in (40, 100, 160)]
-    batches = accuracy.spec_augment_batches(PaddedBatches(features, [0, 1, 2], 3), seed=0)
+    batches = accuracy.spec_augment_batches(features, [0, 1, 2], 3, seed=0)
     x, y = batches[0]
     plain, _ = PaddedBatches(features, [0, 1, 2], 3, shuffle=True, seed=0)[0]
     assert x.shape == plain.shape == (3, 200, 80)

@@ -53,8 +53,8 @@ def test_prepare_fold_normalizes_with_training_rows_only():
     assert np.all(np.abs(fold.mean) < 0.5)
     assert all(len(x) == 20 for x in fold.inputs["train"])  # cut to 0.2 s
     assert np.all(np.concatenate(fold.inputs["test"]).mean(axis=0) > 30)
-    x, y = fold.batches("train", 8, shuffle=True)[0]
-    assert x.shape == (8, 100, 4) and y.shape == (8,)
+    x, y = next(iter(fold.batches("train", 8, shuffle=True)))
+    assert tuple(x.shape) == (8, 100, 4) and tuple(y.shape) == (8,)
 
 
 def _speaker_features(manifest, seed=0):
