@@ -126,9 +126,11 @@ def median_latency_ms(runner, frames, repeats):
 
 def train_merged(name, fold, epochs, folder):
     keras.utils.set_random_seed(0)
-    model = training.model_class(name)(len(fold.classes), input_dim=fold.input_dim,
-                                       hrf_expansion=4.0)
-    training.compile_for_training(model, len(fold.classes), training.default_learning_rate(name))
+    recipe = training.Recipe(epochs=epochs)
+    model = training.build_model(name, len(fold.classes), fold.input_dim, recipe,
+                                 hrf_expansion=4.0)
+    training.compile_for_training(model, len(fold.classes), recipe, fold.steps_per_epoch(16),
+                                  model_name=name)
     checkpoint = training.BestWeightsCheckpoint(os.path.join(folder, f"{name}.weights.h5"))
     model.fit(fold.batches("train", 16, shuffle=True), validation_data=fold.batches("validation", 16),
               epochs=epochs, shuffle=False, verbose=0, callbacks=[checkpoint])

@@ -27,6 +27,7 @@ are refused rather than mixed.
 """
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -47,7 +48,8 @@ from keras_hrf.metrics import classification_report
 # The arguments a run is resumed with must equal those it started with.
 RUN_SETTINGS = ("iemocap_root", "data_dir", "manifest", "speaker_pattern", "model", "size",
                 "hrf_expansion", "hrf_norm", "epochs", "batch_size", "learning_rate",
-                "max_seconds", "seed", "normalize")
+                "max_seconds", "seed", "normalize", "optimizer", "weight_decay", "momentum",
+                "clipnorm", "spec_augment")
 
 
 def parse_args(argv):
@@ -66,27 +68,19 @@ def parse_args(argv):
     model.add_argument("--hrf-norm", choices=["batch"], default=None,
                        help="BatchNorm inside each HRF expansion; with --hrf-expansion 0, "
                             "a foldable BatchNorm alone before each FFN, merged the same way")
-    train = parser.add_argument_group("training")
-    train.add_argument("--epochs", type=int, default=15)
-    train.add_argument("--batch-size", type=int, default=16)
-    # SUPPRESS: the default depends on --model, so the help must not print "None".
-    train.add_argument("--learning-rate", type=float, default=argparse.SUPPRESS,
-                       help="AdamW learning rate; default: the model's "
-                            f"({training.default_learning_rates_text()})")
-    train.add_argument("--max-seconds", type=float, default=7.5,
-                       help="cut longer utterances to this length")
+    training.add_recipe_arguments(parser)
+    train = parser.add_argument_group("cross-validation")
     train.add_argument("--folds", default=None,
                        help='"all", or a comma-separated list of test groups (names or '
                        "1-based numbers); default: all, or the first group for the demo")
     train.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", default=os.path.join("runs", "iemocap"), metavar="DIR")
     args = parser.parse_args(argv)
-    if args.epochs < 1 or args.batch_size < 1 or args.max_seconds <= 0:
-        parser.error("--epochs, --batch-size and --max-seconds must be positive")
     if args.hrf_expansion < 0:
         parser.error(f"--hrf-expansion must be >= 0, received {args.hrf_expansion}")
-    if not hasattr(args, "learning_rate"):
+    if args.learning_rate is None:
         args.learning_rate = training.default_learning_rate(args.model)
+    args.recipe = training.recipe_from_args(parser, args)
     training.check_data_arguments(parser, args)
     return args
 
@@ -115,11 +109,11 @@ def run_fold(args, manifest, classes, features, test_group, usable, fold_dir):
     fold = training.prepare_fold(manifest, classes, features, test_group, usable,
                                  args.seed, args.max_seconds, normalize=args.normalize)
     keras.utils.set_random_seed(args.seed)
-    model = training.model_class(args.model)(
-        len(classes), input_dim=fold.input_dim, size=args.size,
-        hrf_expansion=args.hrf_expansion or None, hrf_norm=args.hrf_norm,
-    )
-    training.compile_for_training(model, len(classes), args.learning_rate)
+    model = training.build_model(args.model, len(classes), fold.input_dim, args.recipe,
+                                 size=args.size, hrf_expansion=args.hrf_expansion or None,
+                                 hrf_norm=args.hrf_norm)
+    training.compile_for_training(model, len(classes), args.recipe,
+                                  fold.steps_per_epoch(args.batch_size), model_name=args.model)
     backup = os.path.join(fold_dir, "backup")
     resuming = os.path.isdir(backup)
     checkpoint = training.BestWeightsCheckpoint(
@@ -300,7 +294,8 @@ def main(argv=None):
         "data": training.data_description(args),
         "synthetic": synthetic,
         "backend": keras.backend.backend(),
-        "args": vars(args),
+        "args": {k: v for k, v in vars(args).items() if k != "recipe"},
+        "recipe": dataclasses.asdict(args.recipe),
         "classes": classes,
         "excluded_by_loader": manifest.attrs.get("excluded", {}),
         "skipped": [{"path": p, "error": m} for _, p, m in skipped],

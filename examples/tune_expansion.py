@@ -37,6 +37,7 @@ retrains the best hyperparameters before merging.
 """
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -60,7 +61,8 @@ from keras_hrf.metrics import classification_report
 RUN_SETTINGS = ("iemocap_root", "data_dir", "manifest", "speaker_pattern", "model", "size",
                 "tuner", "max_trials", "epochs", "batch_size", "expansions", "hrf_targets",
                 "hrf_norms", "learning_rates", "dropouts", "num_layers", "model_dim",
-                "max_seconds", "fold", "seed", "normalize")
+                "max_seconds", "fold", "seed", "normalize", "optimizer", "weight_decay",
+                "momentum", "clipnorm", "spec_augment")
 
 
 def _list(kind, name):
@@ -113,16 +115,14 @@ def parse_args(argv):
     search.add_argument("--tuner", default="random",
                         help=f"one of {', '.join(sorted(tuning.TUNERS))}")
     search.add_argument("--max-trials", type=int, default=10)
-    search.add_argument("--epochs", type=int, default=10,
-                        help="epochs per trial (Hyperband: the most epochs of a trial)")
-    search.add_argument("--batch-size", type=int, default=16)
-    search.add_argument("--max-seconds", type=float, default=7.5,
-                        help="cut longer utterances to this length")
     search.add_argument("--fold", default=None,
                         help="test group held out from the search (name or 1-based number); "
                         "default: the first")
     search.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", default=os.path.join("runs", "tune"), metavar="DIR")
+    # --epochs: per trial (Hyperband: the most epochs of a trial); the learning
+    # rate is searched (--learning-rates), so the recipe's own is left out.
+    training.add_recipe_arguments(parser, epochs=10, learning_rate=False)
     args = parser.parse_args(argv)
     if args.model not in training.MODELS:
         parser.error(f"--model: unknown model {args.model!r}; choose one of {sorted(training.MODELS)}")
@@ -133,8 +133,10 @@ def parse_args(argv):
     for name in ("expansions", "hrf_targets", "hrf_norms", "learning_rates", "dropouts"):
         if not getattr(args, name):
             parser.error(f"--{name.replace('_', '-')}: empty search space (no value to try)")
-    if args.max_trials < 1 or args.epochs < 1 or args.batch_size < 1 or args.max_seconds <= 0:
-        parser.error("--max-trials, --epochs, --batch-size and --max-seconds must be positive")
+    if args.max_trials < 1:
+        parser.error("--max-trials must be positive")
+    args.learning_rate = None
+    args.recipe = training.recipe_from_args(parser, args)
     if args.tuner == "hyperband" and args.epochs < 2:
         parser.error("--tuner hyperband needs --epochs >= 2 (its largest trial budget)")
     training.check_data_arguments(parser, args)
@@ -142,7 +144,7 @@ def parse_args(argv):
         args.hypermodel_options = dict(
             model=args.model, size=args.size, expansions=args.expansions,
             hrf_targets=args.hrf_targets, hrf_norms=args.hrf_norms,
-            learning_rates=args.learning_rates, dropouts=args.dropouts,
+            learning_rates=args.learning_rates, dropouts=args.dropouts, recipe=args.recipe,
             model_kwargs={k: v for k, v in (("num_layers", args.num_layers),
                                             ("model_dim", args.model_dim)) if v},
         )
@@ -223,6 +225,7 @@ def write_reports(tuner, fold, args, synthetic):
         "normalization": fold.normalization,
         "test_merged": classification_report(fold.labels["test"], merged_logits.argmax(-1),
                                              fold.classes),
+        "recipe": dataclasses.asdict(args.recipe),
         "widths": widths.to_dict("records"),
     }
     with atomic_path(os.path.join(args.output, "search_report.json")) as path:
@@ -258,7 +261,9 @@ def main(argv=None):
     print(f"{len(manifest)} utterances, classes {classes}; test group {test_group} held out; "
           f"backend {keras.backend.backend()}; {role()} process")
 
-    hypermodel = tuning.HRFHyperModel(len(classes), fold.input_dim, **args.hypermodel_options)
+    hypermodel = tuning.HRFHyperModel(len(classes), fold.input_dim,
+                                      steps_per_epoch=fold.steps_per_epoch(args.batch_size),
+                                      **args.hypermodel_options)
     tuner = tuning.make_tuner(args.tuner, hypermodel, args.max_trials, max_epochs=args.epochs,
                               seed=args.seed + 1, directory=args.output, project_name="search")
     tuner.search(

@@ -10,6 +10,7 @@ from keras_hrf import features
 from keras_hrf import layers
 from keras_hrf import metrics
 from keras_hrf import models
+from keras_hrf import recipe
 from keras_hrf import training
 from keras_hrf import tuning
 from keras_hrf.layers.hrf_dense import HRFDense
@@ -32,6 +33,7 @@ __all__ = [
     "layers",
     "metrics",
     "models",
+    "recipe",
     "training",
     "tuning",
     "is_reparameterizable",

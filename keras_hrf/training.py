@@ -1,9 +1,11 @@
-"""The training recipe the examples share: data options, folds, splits,
-normalization, batching and compilation.
+"""What the examples and benchmarks share: data options, folds, splits,
+normalization, batching, and the training recipe (`keras_hrf.recipe`:
+augmentation, schedule, optimizer; re-exported here).
 
-`examples/iemocap.py` (train, merge, export) and `examples/tune_expansion.py`
-(KerasTuner) read data and cut folds the same way through this module, so a
-tuned setting carries over to the training run unchanged.
+`examples/iemocap.py` (train, merge, export), `examples/tune_expansion.py`
+(KerasTuner) and `benchmarks/accuracy.py` read data, cut folds and train the
+same way through this module, so a tuned setting or a benchmarked number
+carries over to the training run unchanged.
 """
 
 import dataclasses
@@ -19,10 +21,15 @@ from keras_hrf import features as feature_lib
 from keras_hrf.atomic import atomic_path
 from keras_hrf.datasets.demo import DEMO_NOTICE
 from keras_hrf.datasets.demo import make_demo_corpus
-from keras_hrf.metrics import UnweightedAccuracy
 from keras_hrf.models import Conformer
 from keras_hrf.models import ConvTransformer
 from keras_hrf.models import SpeechFormer
+from keras_hrf.recipe import DEFAULT_LEARNING_RATES  # noqa: F401 - re-exported
+from keras_hrf.recipe import RECIPE_ARGUMENTS  # noqa: F401
+from keras_hrf.recipe import Recipe  # noqa: F401
+from keras_hrf.recipe import add_recipe_arguments  # noqa: F401
+from keras_hrf.recipe import compile_for_training  # noqa: F401
+from keras_hrf.recipe import recipe_from_args  # noqa: F401
 
 MODELS = {
     "conformer": Conformer,
@@ -30,12 +37,6 @@ MODELS = {
     "speechformer": SpeechFormer,
 }
 
-
-# AdamW learning rates that train each lite model on EmoDB. At 1e-3 the
-# 12-layer post-LN SpeechFormer collapsed within two epochs to one output for
-# every utterance (UA 1/7) and never recovered; at 1e-4 it learns (see
-# benchmarks/RESULTS.md). Its reference trains with SGD at 1e-3, a far gentler step.
-DEFAULT_LEARNING_RATES = {"conformer": 1e-3, "convtransformer": 1e-3, "speechformer": 1e-4}
 
 
 def default_learning_rate(name):
@@ -219,6 +220,10 @@ class FoldData:
     def input_dim(self):
         return int(self.mean.shape[-1])
 
+    def steps_per_epoch(self, batch_size):
+        """Training batches per epoch (the last one filled up when shuffled)."""
+        return -(-len(self.inputs["train"]) // batch_size)
+
     def batches(self, part, batch_size, shuffle=False, seed=0):
         """One part ("train", "validation", "test") as `PaddedBatches`, in the
         form `fit` / `evaluate` / `predict` take on this backend
@@ -306,17 +311,11 @@ def _standardize_each_speaker(fold, manifest):
             fold.inputs[part][i] = feature_lib.normalize(fold.inputs[part][i], mean, std)
 
 
-def compile_for_training(model, num_classes, learning_rate, weight_decay=1e-2):
-    """AdamW, sparse cross-entropy on logits, accuracy and UA (`"val_ua"`)."""
-    model.compile(
-        optimizer=keras.optimizers.AdamW(learning_rate, weight_decay=weight_decay),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy", UnweightedAccuracy(num_classes)],
-        # XLA on TensorFlow compiles each new batch shape for longer than these
-        # small models train; JAX always compiles, PyTorch runs eagerly.
-        jit_compile=False if keras.backend.backend() == "tensorflow" else "auto",
-    )
-    return model
+def build_model(name, num_classes, input_dim, recipe, **model_kwargs):
+    """The `--model` named `name` for training with `recipe` (its SpecAugment
+    included), seeded by the caller's `keras.utils.set_random_seed`."""
+    return model_class(name)(num_classes, input_dim=input_dim,
+                             spec_augment=recipe.spec_augment_options(), **model_kwargs)
 
 
 def fit_verbosity():

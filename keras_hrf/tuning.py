@@ -100,13 +100,19 @@ class HRFHyperModel(keras_tuner.HyperModel):
             `"batch"` also tries the BatchNorm alone at width 0.
         learning_rates, dropouts: Values to try; `learning_rates=None` is the
             model's `training.default_learning_rate`.
-        weight_decay: AdamW's weight decay.
+        recipe: The `keras_hrf.recipe.Recipe` each trial trains with (its
+            SpecAugment, optimizer, weight decay and schedule over
+            `recipe.epochs`); default: the recipe's defaults. Its
+            `learning_rate` is replaced by the searched one.
+        steps_per_epoch: Training batches per epoch, for the schedule; default:
+            100. Give it (`FoldData.steps_per_epoch`) so that the decay ends
+            with the trial.
         model_kwargs: More constructor arguments (e.g. `num_layers`).
     """
 
     def __init__(self, num_classes, input_dim=80, model="conformer", size="lite",
                  expansions=(0, 1, 2, 4, 8), hrf_targets=(("ffn",),), hrf_norms=(None,),
-                 learning_rates=None, dropouts=(0.1,), weight_decay=1e-2,
+                 learning_rates=None, dropouts=(0.1,), recipe=None, steps_per_epoch=None,
                  model_kwargs=None, name=None, tunable=True):
         super().__init__(name=name, tunable=tunable)
         self.model_class = training.model_class(model)
@@ -130,7 +136,8 @@ class HRFHyperModel(keras_tuner.HyperModel):
                                        _number_check("learning_rates", 0, 1.0, False))
         self.dropouts = _choices("dropouts", [float(v) for v in dropouts],
                                  _number_check("dropouts", 0, 1.0))
-        self.weight_decay = weight_decay
+        self.recipe = recipe or training.Recipe()
+        self.steps_per_epoch = steps_per_epoch or 100
         self.model_kwargs = dict(model_kwargs or {})
 
     @staticmethod
@@ -153,10 +160,10 @@ class HRFHyperModel(keras_tuner.HyperModel):
         model = self.model_class(
             self.num_classes, input_dim=self.input_dim, size=self.size,
             hrf_expansion=expansion or None, hrf_norm=norm, hrf_targets=targets,
-            dropout=dropout, **self.model_kwargs,
+            dropout=dropout, spec_augment=self.recipe.spec_augment_options(), **self.model_kwargs,
         )
-        return training.compile_for_training(model, self.num_classes, learning_rate,
-                                             weight_decay=self.weight_decay)
+        return training.compile_for_training(model, self.num_classes, self.recipe,
+                                             self.steps_per_epoch, learning_rate=learning_rate)
 
     def _pick_hrf_options(self, hp, expansion):
         """Targets and norm, each active only where it changes the model.

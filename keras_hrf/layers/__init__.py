@@ -13,6 +13,7 @@ from keras_hrf.layers.hrf_dense import dense_or_hrf
 from keras_hrf.layers.log_mel_spectrogram import LogMelSpectrogram
 from keras_hrf.layers.multi_head_self_attention import MultiHeadSelfAttention
 from keras_hrf.layers.sinusoidal_positions import SinusoidalPositionalEncoding
+from keras_hrf.layers.spec_augment import SpecAugment
 from keras_hrf.layers.speechformer_merge import SpeechFormerMerge
 from keras_hrf.layers.transformer_encoder_layer import TransformerEncoderLayer
 
@@ -29,6 +30,7 @@ __all__ = [
     "LogMelSpectrogram",
     "MultiHeadSelfAttention",
     "SinusoidalPositionalEncoding",
+    "SpecAugment",
     "SpeechFormerMerge",
     "TransformerEncoderLayer",
     "dense_or_hrf",

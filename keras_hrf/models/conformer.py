@@ -27,6 +27,8 @@ class Conformer(SpeechEmotionModel):
         subsampling_filters: Override the preset.
         dropout, attention_dropout: Dropout rates.
         mask_value: Feature value of padded frames (None: no masking).
+        spec_augment: None, True or a dict of `SpecAugment` arguments:
+            masks on the features while training (merged away).
     """
 
     presets = {
@@ -53,6 +55,7 @@ class Conformer(SpeechEmotionModel):
         dropout=0.1,
         attention_dropout=0.1,
         mask_value=0.0,
+        spec_augment=None,
         dtype=None,
         **kwargs,
     ):
@@ -63,6 +66,7 @@ class Conformer(SpeechEmotionModel):
             ffn_dim=ffn_dim, kernel_size=kernel_size,
             subsampling_filters=subsampling_filters, dropout=dropout,
             attention_dropout=attention_dropout, mask_value=mask_value,
+            spec_augment=spec_augment,
         )
         targets = self.validate_hrf(hrf_expansion, hrf_norm, hrf_targets)
         s = self.resolve_size(
@@ -72,7 +76,7 @@ class Conformer(SpeechEmotionModel):
         )
 
         # === Functional Model ===
-        inputs, x = self.features_input(input_dim, mask_value)
+        inputs, x = self.features_input(input_dim, mask_value, spec_augment)
         x = Conv2DSubsampling(
             s["model_dim"], filters=s["subsampling_filters"], dtype=dtype, name="subsampling"
         )(x)

@@ -28,6 +28,11 @@ class ConvTransformer(SpeechEmotionModel):
             Override the preset.
         dropout, attention_dropout: Dropout rates.
         mask_value: Feature value of padded frames (None: no masking).
+        spec_augment: None, True or a dict of `SpecAugment` arguments:
+            masks on the features while training (merged away).
+        normalize_first: Pre-LN encoder layers (LayerNorm before attention
+            and FFN, one more before pooling) instead of the reference's
+            post-LN.
     """
 
     presets = {
@@ -53,6 +58,8 @@ class ConvTransformer(SpeechEmotionModel):
         dropout=0.1,
         attention_dropout=0.1,
         mask_value=0.0,
+        spec_augment=None,
+        normalize_first=False,
         dtype=None,
         **kwargs,
     ):
@@ -62,6 +69,7 @@ class ConvTransformer(SpeechEmotionModel):
             model_dim=model_dim, num_layers=num_layers, num_heads=num_heads,
             ffn_dim=ffn_dim, subsampling_filters=subsampling_filters, dropout=dropout,
             attention_dropout=attention_dropout, mask_value=mask_value,
+            spec_augment=spec_augment, normalize_first=normalize_first,
         )
         targets = self.validate_hrf(hrf_expansion, hrf_norm, hrf_targets)
         s = self.resolve_size(
@@ -70,7 +78,7 @@ class ConvTransformer(SpeechEmotionModel):
         )
 
         # === Functional Model ===
-        inputs, x = self.features_input(input_dim, mask_value)
+        inputs, x = self.features_input(input_dim, mask_value, spec_augment)
         x = Conv2DSubsampling(
             s["model_dim"], filters=s["subsampling_filters"], dtype=dtype, name="subsampling"
         )(x)
@@ -81,8 +89,10 @@ class ConvTransformer(SpeechEmotionModel):
                 s["num_heads"], s["ffn_dim"], dropout=dropout,
                 attention_dropout=attention_dropout, activation="relu",
                 hrf_expansion=hrf_expansion, hrf_norm=hrf_norm, hrf_targets=targets,
-                dtype=dtype, name=f"encoder_layer_{index}",
+                normalize_first=normalize_first, dtype=dtype, name=f"encoder_layer_{index}",
             )(x)
+        if normalize_first:
+            x = keras.layers.LayerNormalization(epsilon=1e-5, dtype=dtype, name="final_norm")(x)
         x = keras.layers.GlobalAveragePooling1D(dtype=dtype, name="pool")(x)
         outputs = ClassificationHead(num_classes, dropout=dropout, dtype=dtype, name="head")(x)
         super().__init__(inputs, outputs, config=config, dtype=dtype, **kwargs)

@@ -3,6 +3,7 @@
 import keras
 
 from keras_hrf.layers.hrf_block import validate_hrf_targets
+from keras_hrf.layers.spec_augment import SpecAugment
 from keras_hrf.reparameterization import _reparameterize_graph
 from keras_hrf.validation import check_hrf_expansion
 
@@ -47,11 +48,17 @@ class SpeechEmotionModel(keras.Model):
         return validate_hrf_targets(hrf_targets)
 
     @staticmethod
-    def features_input(input_dim, mask_value):
+    def features_input(input_dim, mask_value, spec_augment=None):
+        """The features input, its padding mask and, when `spec_augment` is
+        True or a dict of its arguments, `SpecAugment` (after the mask)."""
         inputs = keras.Input((None, input_dim), name="features")
-        if mask_value is None:
-            return inputs, inputs
-        return inputs, keras.layers.Masking(mask_value, name="padding_mask")(inputs)
+        x = inputs
+        if mask_value is not None:
+            x = keras.layers.Masking(mask_value, name="padding_mask")(x)
+        if spec_augment:
+            options = {} if spec_augment is True else dict(spec_augment)
+            x = SpecAugment(**options, name="spec_augment")(x)
+        return inputs, x
 
     def __init__(self, inputs, outputs, config, **kwargs):
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
@@ -75,11 +82,12 @@ class SpeechEmotionModel(keras.Model):
         return cls(**config)
 
     def reparameterize(self):
-        """This model with every HRF layer merged: a new instance of the same
-        class, built with `hrf_expansion=None`, holding the merged weights."""
+        """This model with every HRF layer merged and its training-only
+        `SpecAugment` removed: a new instance of the same class, built with
+        `hrf_expansion=None, spec_augment=None`, holding the merged weights."""
         merged_graph = _reparameterize_graph(self)
         config = self.get_config()
-        config.update(hrf_expansion=None, hrf_norm=None, hrf_targets=["ffn"])
+        config.update(hrf_expansion=None, hrf_norm=None, hrf_targets=["ffn"], spec_augment=None)
         plain = type(self).from_config(config)
         plain.set_weights(merged_graph.get_weights())
         return plain

@@ -50,6 +50,11 @@ class SpeechFormer(SpeechEmotionModel):
         frame_ms: Input frame hop in ms (10 for 10 ms log-Mel frames).
         dropout, attention_dropout: Dropout rates (the head uses 0.5).
         mask_value: Feature value of padded frames (None: no masking).
+        spec_augment: None, True or a dict of `SpecAugment` arguments:
+            masks on the features while training (merged away).
+        normalize_first: Pre-LN encoder layers (LayerNorm before attention
+            and FFN, one more before pooling) instead of the reference's
+            post-LN.
     """
 
     presets = {
@@ -78,6 +83,8 @@ class SpeechFormer(SpeechEmotionModel):
         attention_dropout=0.1,
         head_dropout=0.5,
         mask_value=0.0,
+        spec_augment=None,
+        normalize_first=False,
         dtype=None,
         **kwargs,
     ):
@@ -91,6 +98,7 @@ class SpeechFormer(SpeechEmotionModel):
             merge_scales=list(merge_scales), window_ms=list(window_ms), frame_ms=frame_ms,
             dropout=dropout, attention_dropout=attention_dropout,
             head_dropout=head_dropout, mask_value=mask_value,
+            spec_augment=spec_augment, normalize_first=normalize_first,
         )
         targets = self.validate_hrf(hrf_expansion, hrf_norm, hrf_targets)
         s = self.resolve_size(
@@ -110,7 +118,7 @@ class SpeechFormer(SpeechEmotionModel):
         windows = stage_windows(window_ms, merge_scales, frame_ms)
 
         # === Functional Model ===
-        inputs, x = self.features_input(input_dim, mask_value)
+        inputs, x = self.features_input(input_dim, mask_value, spec_augment)
         width = s["model_dim"]
         x = keras.layers.Dense(width, dtype=dtype, name="input_projection")(x)
         x = SinusoidalPositionalEncoding(dtype=dtype, name="positions")(x)
@@ -122,6 +130,7 @@ class SpeechFormer(SpeechEmotionModel):
                     attention_dropout=attention_dropout, activation="relu",
                     window=windows[stage], hrf_expansion=hrf_expansion,
                     hrf_norm=hrf_norm, hrf_targets=targets, dtype=dtype,
+                    normalize_first=normalize_first,
                     name=f"stage_{stage}_layer_{index}",
                 )(x)
             if stage < stages - 1:
@@ -130,6 +139,8 @@ class SpeechFormer(SpeechEmotionModel):
                     dtype=dtype, name=f"merge_{stage}",
                 )(x)
                 width = int(round(width * s["merge_expand"][stage]))
+        if normalize_first:
+            x = keras.layers.LayerNormalization(epsilon=1e-5, dtype=dtype, name="final_norm")(x)
         x = keras.layers.GlobalAveragePooling1D(dtype=dtype, name="pool")(x)
         outputs = ClassificationHead(
             num_classes, hidden_dims=(width // 2, width // 4), dropout=head_dropout,
