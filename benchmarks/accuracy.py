@@ -1,10 +1,13 @@
-"""Does HRF help on real speech? Leave-one-speaker-out on EmoDB.
+"""Does HRF help on real speech? Speaker-independent cross-validation on any corpus.
 
-Speaker-independent, 10 folds (one per EmoDB speaker), several seeds. Each run
-trains on nine speakers (10 % of their utterances, stratified, for choosing the
-best epoch by validation UA), tests on the tenth, and for HRF runs tests the
-merged model (`keras_hrf.reparameterize`), which must score exactly as the HRF
-model did. Configurations (`--configs`):
+Corpora (`--corpus`): EmoDB, leave-one-speaker-out (10 folds); RAVDESS speech,
+4 speaker-disjoint folds of 6 actors (3 men, 3 women; fold = ((actor - 1) // 2)
+mod 4 + 1); or any manifest CSV (`--manifest`) whose `group` column gives the
+folds. Several seeds. Each run trains on the other folds (10 % of their
+utterances, stratified, for choosing the best epoch by validation UA), tests
+on the held-out one, and for HRF runs tests the merged model
+(`keras_hrf.reparameterize`), which must score exactly as the HRF model did.
+Configurations (`--configs`):
 
     lite_plain      the lite model, no HRF (the baseline)
     lite_hrf2       HRF r = 2, merged for testing
@@ -17,40 +20,43 @@ model did. Configurations (`--configs`):
                     kernel is frozen at the identity), merged like HRF
     large_plain     the large model, no HRF
 
-The recipe (the same for every configuration): 80 log-Mel bins normalized with
-the training speakers' statistics, SpecAugment (two frequency masks of up to 8
-bins, two time masks of up to 5 % of the frames) on training batches, AdamW with
-a linear warm-up and cosine decay (weight decay 0.05), batch 16, 20 epochs,
-utterances cut to 4 s. For tuning it, `--learning-rate`, `--dropout`,
-`--epochs` and `--normalize speaker` (each speaker's features normalized with
-that speaker's own statistics) change it; a changed recipe's runs and summary
+The recipe is the package's (`keras_hrf.recipe`, the same flags as
+`examples/iemocap.py`): 80 log-Mel bins normalized with the training speakers'
+statistics (`--normalize speaker`: each speaker's own), SpecAugment in the
+model, AdamW with a linear warm-up and cosine decay (weight decay 0.05), batch
+16, 20 epochs, utterances cut to 7.5 s. A changed recipe's runs and summary
 carry the change in their file names (`..._lr0.0003_seed0_fold03.json`,
-`summary_lr0.0003.json`), so recipes never mix.
+`summary_lr0.0003.json`), so recipes never mix. (EmoDB runs before 2026-12-01
+cut at 4 s, which changes nothing there: every EmoDB clip lasts 2 s; they
+applied the same SpecAugment masks to the batches in NumPy.)
 
-Every run is saved as its own JSON file under --output/runs/, and runs already
-there are skipped, so the benchmark can be stopped and continued. A run being
-trained is claimed by a `<run>.json.claim` file (host and process id), so
-several processes, on one machine or on machines sharing the folder, can work
-through the same plan: on a 2-core CPU two processes of `--threads 1` train
-1.3x more runs per hour than one process on both cores. A claim left by a
-process that died on this host is taken over. The summary (mean and spread of
-UA, WA and macro-F1 per configuration, and a paired comparison of each
-configuration against lite_plain, and of lite_hrf4_bn and lite_hrf1_bn against
-lite_bn, on the same folds and seeds) is printed and written to
---output/summary.json, with the planned runs that are not on disk listed in it.
-It covers every run of the recipe on disk (all configurations and seeds, the
-chosen folds), not only the command's own plan, so a narrower command never
-shrinks it.
+Every run is saved as its own JSON file under --output/runs/ (EmoDB:
+results/accuracy/, other corpora: results/accuracy/<corpus>/), and runs
+already there are skipped, so the benchmark can be stopped and continued. A
+run being trained is claimed by a `<run>.json.claim` file (host and process
+id), so several processes, on one machine or on machines sharing the folder,
+can work through the same plan: on a 2-core CPU two processes of `--threads
+1` train 1.3x more runs per hour than one process on both cores. A claim left
+by a process that died on this host is taken over. The summary (mean and
+spread of UA, WA and macro-F1 per configuration, and a paired comparison of
+each configuration against lite_plain, and of lite_hrf4_bn and lite_hrf1_bn
+against lite_bn, on the same folds and seeds) is printed and written to
+--output/summary.json, with the planned runs that are not on disk listed in
+it. It covers every run of the recipe on disk (all configurations and seeds,
+the chosen folds), not only the command's own plan, so a narrower command
+never shrinks it.
 
-    python benchmarks/accuracy.py                      # 10 folds x 3 seeds x all configs
+    python benchmarks/accuracy.py                      # EmoDB, 10 folds x 3 seeds x all configs
+    python benchmarks/accuracy.py --corpus ravdess --configs lite_plain --seeds 0
+    python benchmarks/accuracy.py --manifest my.csv    # any corpus with a group column
     python benchmarks/accuracy.py --quick              # 2 folds, 1 seed, plain vs HRF r=4, 3 epochs
-    python benchmarks/accuracy.py --configs lite_plain lite_hrf4 --seeds 0
     python benchmarks/accuracy.py --threads 1 & python benchmarks/accuracy.py --threads 1
     python benchmarks/accuracy.py --summarize-only     # the summary of what is on disk
     python benchmarks/accuracy.py --configs lite_plain --seeds 0 --learning-rate 3e-4
 """
 
 import argparse
+import dataclasses
 import json
 import os
 import re
@@ -63,7 +69,14 @@ from report import machine  # noqa: E402
 from report import write_report  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-DEFAULT_EMODB = os.path.join(HERE, os.pardir, os.pardir, "shared", "data", "emodb")
+SHARED_DATA = os.path.join(HERE, os.pardir, os.pardir, "shared", "data")
+# Where each corpus is, and how its runs are kept: EmoDB's at the top of
+# results/accuracy/ with bare names, as they were before other corpora.
+CORPORA = {
+    "emodb": dict(root=os.path.join(SHARED_DATA, "emodb"), output="", prefix=""),
+    "ravdess": dict(root=os.path.join(SHARED_DATA, "ravdess"), output="ravdess",
+                    prefix="ravdess_"),
+}
 
 CONFIGS = {
     "lite_plain": dict(size="lite", hrf_expansion=None),
@@ -81,40 +94,6 @@ BASELINE = "lite_plain"
 # What a configuration is also compared with, pair by pair: the run that isolates
 # one of its ingredients.
 CONTROLS = {"lite_hrf4_bn": "lite_bn", "lite_hrf1_bn": "lite_bn"}
-
-
-def spec_augment_batches(inputs, labels, batch_size, seed):
-    """Shuffled `PaddedBatches` whose training batches get SpecAugment masks
-    (zeroed bins and frames of the normalized features; padding stays padding)."""
-    import numpy as np
-
-    from keras_hrf.features import PaddedBatches
-
-    class SpecAugmented(PaddedBatches):
-        def __getitem__(self, index):
-            x, y = super().__getitem__(index)
-            x = x.copy()
-            rng = np.random.default_rng([seed, self.epoch, index])
-            for row in range(len(x)):
-                frames = int(np.sum(np.any(x[row] != 0.0, axis=-1)))
-                for _ in range(2):
-                    width = rng.integers(0, 9)
-                    start = rng.integers(0, x.shape[-1] - width + 1)
-                    x[row, :frames, start:start + width] = 0.0  # the normalized mean
-                for _ in range(2):
-                    width = rng.integers(0, max(1, int(0.05 * frames)) + 1)
-                    start = rng.integers(0, max(1, frames - width + 1))
-                    # Not 0: a frame of zeros would read as padding.
-                    x[row, start:start + width] = 1e-3
-            return x, y
-
-        def on_epoch_end(self):
-            super().on_epoch_end()
-            self.epoch += 1
-
-    augmented = SpecAugmented(inputs, labels, batch_size, shuffle=True, seed=seed)
-    augmented.epoch = 0
-    return augmented
 
 
 def freeze_expansions_at_identity(model):
@@ -141,6 +120,9 @@ def freeze_expansions_at_identity(model):
 def recipe_tag(args, default_learning_rate):
     """How a run's recipe differs from the default, for its file name ("" for
     the default recipe, so that earlier runs keep their names)."""
+    from keras_hrf import training
+
+    default = training.Recipe()
     tag = ""
     if args.learning_rate != default_learning_rate:
         tag += f"_lr{args.learning_rate:g}"
@@ -148,6 +130,20 @@ def recipe_tag(args, default_learning_rate):
         tag += f"_dropout{args.dropout:g}"
     if args.normalize != "train":
         tag += f"_{args.normalize}norm"
+    if args.optimizer != default.optimizer:
+        tag += f"_{args.optimizer}"
+        if args.optimizer == "sgd" and args.momentum != default.momentum:
+            tag += f"_momentum{args.momentum:g}"
+    if args.weight_decay != default.weight_decay:
+        tag += f"_wd{args.weight_decay:g}"
+    if args.clipnorm is not None:
+        tag += f"_clip{args.clipnorm:g}"
+    if not args.spec_augment:
+        tag += "_nospecaug"
+    if args.max_seconds != default.max_seconds:
+        tag += f"_max{args.max_seconds:g}s"
+    for name, value in sorted(args.model_options.items()):
+        tag += f"_{name.replace('_', '')}{value}"
     return tag
 
 
@@ -161,10 +157,11 @@ def prepare_fold(manifest, classes, features, usable, seed, test_group, args):
 
 def model_arguments(config_name, args):
     """The model's constructor arguments: the configuration's, with the recipe's
-    dropout (`--dropout`) where it sets one."""
+    dropout (`--dropout`) and the architecture options (`--model-option`)."""
     config = {k: v for k, v in CONFIGS[config_name].items() if k != "identity_expansion"}
     if args.dropout is not None:
         config["dropout"] = args.dropout
+    config.update(getattr(args, "model_options", {}))
     return config
 
 
@@ -179,55 +176,43 @@ def run_one(manifest, classes, features, usable, config_name, seed, test_group, 
     fold = prepare_fold(manifest, classes, features, usable, seed, test_group, args)
     keras.utils.set_random_seed(seed)
     config = model_arguments(config_name, args)
-    model = training.model_class(args.model)(len(classes), input_dim=fold.input_dim, **config)
+    model = training.build_model(args.model, len(classes), fold.input_dim, args.recipe, **config)
     if CONFIGS[config_name].get("identity_expansion"):
         freeze_expansions_at_identity(model)
-    train = spec_augment_batches(fold.inputs["train"], fold.labels["train"], args.batch_size,
-                                 seed)
-    steps = args.epochs * len(train)
-    schedule = keras.optimizers.schedules.CosineDecay(
-        0.0, decay_steps=steps - min(steps // 10, 200), warmup_target=args.learning_rate,
-        warmup_steps=min(steps // 10, 200), alpha=0.01,
-    )
-    model.compile(
-        optimizer=keras.optimizers.AdamW(schedule, weight_decay=0.05),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=[keras_hrf.metrics.UnweightedAccuracy(len(classes))],
-        jit_compile=False if keras.backend.backend() == "tensorflow" else "auto",
-    )
+    training.compile_for_training(model, len(classes), args.recipe,
+                                  fold.steps_per_epoch(args.batch_size), model_name=args.model)
+    train = fold.batches("train", args.batch_size, shuffle=True, seed=seed)
     validation = fold.batches("validation", args.batch_size)
     scratch = os.path.join(args.output, "scratch", f"{config_name}_{seed}_{test_group}")
     checkpoint = training.BestWeightsCheckpoint(os.path.join(scratch, "best.weights.h5"))
     started = time.time()
-    model.fit(train.for_keras(), validation_data=validation, epochs=args.epochs, shuffle=False,
-              verbose=0, callbacks=[checkpoint])
+    model.fit(train, validation_data=validation, epochs=args.epochs, shuffle=False, verbose=0,
+              callbacks=[checkpoint])
     seconds = time.time() - started
     model.load_weights(checkpoint.filepath)
     test_batches = keras_hrf.features.PaddedBatches(fold.inputs["test"],
                                                     batch_size=args.batch_size).for_keras()
     logits = model.predict(test_batches, verbose=0)
     result = {
-        "config": config_name, "seed": seed, "test_group": test_group,
+        "config": config_name, "seed": seed, "test_group": test_group, "corpus": args.corpus,
         "model": args.model, "epochs": args.epochs, "backend": keras.backend.backend(),
         "learning_rate": args.learning_rate, "dropout": args.dropout,
-        "normalize": args.normalize,
+        "normalize": args.normalize, "recipe": dataclasses.asdict(args.recipe),
+        "model_options": args.model_options,
         "train_seconds": round(seconds, 1), "best_epoch": checkpoint.best_epoch,
         "best_val_ua": checkpoint.best, "params_training": model.count_params(),
         "params_trainable": sum(int(np.prod(v.shape)) for v in model.trainable_variables),
         "test_rows": len(fold.inputs["test"]),
     }
-    if config.get("hrf_expansion"):
-        merged = keras_hrf.reparameterize(model)
-        merged_logits = merged.predict(test_batches, verbose=0)
-        result["max_abs_logit_difference"] = float(np.max(np.abs(merged_logits - logits)))
-        result["params_deployed"] = merged.count_params()
-        if not np.array_equal(merged_logits.argmax(-1), logits.argmax(-1)):
-            raise SystemExit(f"{config_name} seed {seed} fold {test_group}: merged predictions "
-                             "differ from the HRF model's")
-        logits = merged_logits
-    else:
-        result["params_deployed"] = model.count_params()
-    report = classification_report(fold.labels["test"], logits.argmax(-1), classes)
+    # Every run is tested merged: the deployed model, without HRF or SpecAugment.
+    merged = keras_hrf.reparameterize(model)
+    merged_logits = merged.predict(test_batches, verbose=0)
+    result["max_abs_logit_difference"] = float(np.max(np.abs(merged_logits - logits)))
+    result["params_deployed"] = merged.count_params()
+    if not np.array_equal(merged_logits.argmax(-1), logits.argmax(-1)):
+        raise SystemExit(f"{config_name} seed {seed} fold {test_group}: merged predictions "
+                         "differ from the trained model's")
+    report = classification_report(fold.labels["test"], merged_logits.argmax(-1), classes)
     result.update(ua=report["ua"], wa=report["wa"], macro_f1=report["macro_f1"])
     keras.backend.clear_session()
     return result
@@ -363,27 +348,62 @@ def print_summary(summary):
                   + _paired_text(paired))
 
 
-def main(argv=None):
+def _set_threads(argv):
+    """Apply `--threads` before Keras (and TensorFlow, which reads it when it
+    starts) is imported; parse_args checks it again."""
+    threads = argparse.ArgumentParser(add_help=False)
+    threads.add_argument("--threads", type=int, default=None)
+    known, _ = threads.parse_known_args(argv)
+    if known.threads is not None and known.threads >= 1:
+        os.environ["TF_NUM_INTRAOP_THREADS"] = str(known.threads)
+        os.environ["TF_NUM_INTEROP_THREADS"] = str(known.threads)
+    return known.threads
+
+
+def _model_option(text):
+    """`NAME=VALUE` with a Python literal value (`normalize_first=True`)."""
+    import ast
+
+    name, _, value = text.partition("=")
+    if not name.isidentifier() or not value:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, received {text!r}")
+    try:
+        return name, ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return name, value
+
+
+def parse_args(argv):
+    from keras_hrf import training
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true",
                         help="2 folds, seed 0, lite_plain and lite_hrf4, 3 epochs")
-    parser.add_argument("--emodb", default=DEFAULT_EMODB, help="the EmoDB folder")
+    data = parser.add_mutually_exclusive_group()
+    data.add_argument("--corpus", choices=sorted(CORPORA), default="emodb",
+                      help="EmoDB (leave-one-speaker-out) or RAVDESS (4 folds of 6 actors)")
+    data.add_argument("--manifest", metavar="CSV",
+                      help="any corpus: a manifest CSV whose `group` column gives the folds")
+    parser.add_argument("--data-root", default=None,
+                        help="the corpus folder; default: ../shared/data/<corpus>")
+    parser.add_argument("--emodb", dest="data_root", help=argparse.SUPPRESS)  # the old name
     parser.add_argument("--model", default="conformer",
                         choices=["conformer", "convtransformer", "speechformer"])
+    parser.add_argument("--model-option", dest="model_options", type=_model_option,
+                        action="append", default=[], metavar="NAME=VALUE",
+                        help="an architecture argument of the model (repeatable), e.g. "
+                             "normalize_first=True; named in the runs' files")
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--folds", default="all", help='"all" or comma-separated speakers')
-    parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--learning-rate", type=float, default=None,
-                        help="peak AdamW rate; default: the model's (training.default_learning_rate)")
+    parser.add_argument("--folds", default="all", help='"all" or comma-separated groups')
+    training.add_recipe_arguments(parser)
     parser.add_argument("--dropout", type=float, default=None,
                         help="the model's dropout rate; default: the model's own (0.1)")
-    parser.add_argument("--normalize", default="train", choices=["train", "speaker"],
+    parser.add_argument("--normalize", default="train", choices=list(training.NORMALIZATIONS),
                         help="feature normalization: statistics of the training speakers "
                              "(default), or each speaker's own (transductive)")
-    parser.add_argument("--max-seconds", type=float, default=4.0)
-    parser.add_argument("--output", default=os.path.join(HERE, "results", "accuracy"))
+    parser.add_argument("--output", default=None,
+                        help="default: results/accuracy/ (EmoDB), results/accuracy/<corpus>/")
     parser.add_argument("--summarize-only", action="store_true",
                         help="train nothing: summarize the runs of this plan already on disk "
                              "and list the missing ones")
@@ -391,47 +411,70 @@ def main(argv=None):
                         help="CPU threads for this process (TensorFlow and PyTorch); "
                              "default: the backend's own choice (all cores)")
     args = parser.parse_args(argv)
-    if args.threads is not None:
-        if args.threads < 1:
-            parser.error(f"--threads must be at least 1, got {args.threads}")
-        # Read by TensorFlow when it starts, so set before keras is imported.
-        os.environ["TF_NUM_INTRAOP_THREADS"] = str(args.threads)
-        os.environ["TF_NUM_INTEROP_THREADS"] = str(args.threads)
+    if args.threads is not None and args.threads < 1:
+        parser.error(f"--threads must be at least 1, got {args.threads}")
     if args.quick:
         args.configs, args.seeds, args.epochs = ["lite_plain", "lite_hrf4"], [0], 3
         args.folds = "1,2"
+    args.model_options = dict(args.model_options)
+    if args.learning_rate is None:
+        args.learning_rate = training.default_learning_rate(args.model)
+    args.recipe = training.recipe_from_args(parser, args)
+    if args.manifest:
+        args.corpus = os.path.splitext(os.path.basename(args.manifest))[0]
+        corpus_output, args.prefix = args.corpus, f"{args.corpus}_"
+    else:
+        corpus = CORPORA[args.corpus]
+        args.data_root = args.data_root or corpus["root"]
+        corpus_output, args.prefix = corpus["output"], corpus["prefix"]
+    if args.output is None:
+        args.output = os.path.join(HERE, "results", "accuracy", corpus_output)
+    args.epochs_default = parser.get_default("epochs")
+    return args
+
+
+def load_corpus(args):
+    from keras_hrf import datasets
+
+    if args.manifest:
+        return datasets.read_manifest(args.manifest)
+    if args.corpus == "ravdess":
+        return datasets.load_ravdess(args.data_root)
+    return datasets.load_emodb(args.data_root)
+
+
+def main(argv=None):
+    threads = _set_threads(argv if argv is not None else sys.argv[1:])
+    args = parse_args(argv)
 
     import keras
 
-    if args.threads is not None and keras.backend.backend() == "torch":
+    if threads is not None and keras.backend.backend() == "torch":
         import torch
 
-        torch.set_num_threads(args.threads)
+        torch.set_num_threads(threads)
     from keras_hrf import datasets
     from keras_hrf import training
     from keras_hrf.atomic import atomic_path
 
-    default_learning_rate = training.default_learning_rate(args.model)
-    if args.learning_rate is None:
-        args.learning_rate = default_learning_rate
-    tag = recipe_tag(args, default_learning_rate)
-    manifest = datasets.load_emodb(args.emodb)
+    tag = recipe_tag(args, training.default_learning_rate(args.model))
+    manifest = load_corpus(args)
     classes = datasets.class_names(manifest)
     folds = training.choose_folds(manifest, args.folds, synthetic=False)
     runs_dir = os.path.join(args.output, "runs")
     plan = [(c, s, g) for s in args.seeds for g in folds for c in args.configs]
 
     def run_path(config_name, seed, group):
-        return os.path.join(runs_dir, f"{args.model}_{config_name}_e{args.epochs}{tag}_seed{seed}"
-                                      f"_fold{group}.json")
+        return os.path.join(runs_dir, f"{args.prefix}{args.model}_{config_name}_e{args.epochs}"
+                                      f"{tag}_seed{seed}_fold{group}.json")
 
-    print(f"EmoDB: {len(manifest)} utterances, {len(classes)} classes, folds {folds}; "
+    print(f"{args.corpus}: {len(manifest)} utterances, {len(classes)} classes, folds {folds}; "
           f"{len(plan)} runs; backend {keras.backend.backend()}", flush=True)
     if not args.summarize_only:
         features, usable, skipped = training.extract_features(
             manifest, os.path.join(args.output, "scratch", "feature_cache"))
         if skipped:
-            raise SystemExit(f"{len(skipped)} EmoDB clips could not be read")
+            raise SystemExit(f"{len(skipped)} {args.corpus} clips could not be read")
         os.makedirs(runs_dir, exist_ok=True)
     to_train = [] if args.summarize_only else plan
     for number, (config_name, seed, group) in enumerate(to_train, start=1):
@@ -459,7 +502,8 @@ def main(argv=None):
                if not os.path.isfile(run_path(*run))]
     # Every run of this recipe on disk, not only this command's plan, so that a
     # narrower command does not shrink the recipe's summary.
-    recorded = recorded_runs(runs_dir, f"{args.model}_", f"_e{args.epochs}{tag}", folds)
+    recorded = recorded_runs(runs_dir, f"{args.prefix}{args.model}_", f"_e{args.epochs}{tag}",
+                             folds)
     results = []
     for run in recorded:
         with open(run_path(*run)) as handle:
@@ -469,14 +513,18 @@ def main(argv=None):
     if missing:
         print(f"{len(missing)} of the {len(plan)} planned runs are not on disk and not in "
               f"this summary, among them {missing[0]}", flush=True)
-    # Run names always carry the epochs; the summary's only when they are not the default.
-    if args.epochs != parser.get_default("epochs"):
+    # Run names always carry the epochs; the summary's only when they are not
+    # the default, and the model's only when it is not the Conformer (as before).
+    if args.epochs != args.epochs_default:
         tag = f"_e{args.epochs}{tag}"
+    if args.model != "conformer":
+        tag = f"_{args.model}{tag}"
     name = f"summary{tag}_quick.json" if args.quick else f"summary{tag}.json"
     return write_report(os.path.join(args.output, name), __file__, argv,
-                        backend=keras.backend.backend(), model=args.model, epochs=args.epochs,
-                        learning_rate=args.learning_rate, dropout=args.dropout,
-                        normalize=args.normalize,
+                        backend=keras.backend.backend(), corpus=args.corpus, model=args.model,
+                        epochs=args.epochs, learning_rate=args.learning_rate,
+                        dropout=args.dropout, normalize=args.normalize,
+                        recipe=dataclasses.asdict(args.recipe), model_options=args.model_options,
                         folds=folds, seeds=args.seeds, configs=args.configs,
                         planned_runs=len(plan), missing_runs=missing,
                         summarized_runs=len(results), summary=summary)

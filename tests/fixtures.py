@@ -118,3 +118,19 @@ def write_daic_woz(root):
             handle.write("5.5\t6.0\tParticipant\tmm\n")             # 0.5 s: too short
             handle.write("6.5\t8.0\tEllie\thow are you\n")
             handle.write("8.5\t29.5\tParticipant\ta long answer\n")  # 21 s: three segments
+
+
+def write_ravdess(root, actors=(1, 2, 3, 4), extension="wav"):
+    """`root/Actor_NN/03-01-EE-II-SS-RR-NN.<extension>` in the speech release's
+    layout: per actor, every emotion at normal intensity, statement 01,
+    repetition 01, and the strong-intensity angry take (neutral has no strong
+    one). Returns the paths written."""
+    paths = []
+    for actor in actors:
+        takes = [(emotion, 1) for emotion in range(1, 9)] + [(5, 2)]
+        for emotion, intensity in takes:
+            name = f"03-01-{emotion:02d}-{intensity:02d}-01-01-{actor:02d}.{extension}"
+            path = os.path.join(root, f"Actor_{actor:02d}", name)
+            write_tone(path, seconds=0.3, frequency=100.0 + 40 * emotion)
+            paths.append(path)
+    return paths

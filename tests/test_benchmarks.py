@@ -139,29 +139,60 @@ def test_the_recipes_dropout_reaches_the_model_arguments():
     import argparse
 
     accuracy = _load("accuracy")
-    tuned = accuracy.model_arguments("lite_bn", argparse.Namespace(dropout=0.3))
+    tuned = accuracy.model_arguments("lite_bn", argparse.Namespace(dropout=0.3, model_options={}))
     assert tuned["dropout"] == 0.3 and tuned["hrf_norm"] == "batch"
     assert "identity_expansion" not in tuned  # the script's own flag, not the model's
     assert "dropout" not in accuracy.model_arguments("lite_plain", argparse.Namespace(dropout=None))
+    shaped = accuracy.model_arguments("lite_plain", argparse.Namespace(
+        dropout=None, model_options={"normalize_first": True}))
+    assert shaped["normalize_first"] is True
 
 
-def test_spec_augment_masks_speech_and_leaves_padding_alone():
+def test_other_corpora_keep_their_runs_apart_and_name_every_recipe_change(tmp_path):
+    """--corpus ravdess reads the release layout into 4 actor folds and keeps
+    its runs in their own folder; every recipe flag that changes training
+    is in the run's name."""
+    import json
+
+    from fixtures import write_ravdess
+
     accuracy = _load("accuracy")
-    from keras_hrf.features import PaddedBatches
+    write_ravdess(str(tmp_path / "ravdess"), actors=(1, 2, 3, 4))
+    output = tmp_path / "out"
+    (output / "runs").mkdir(parents=True)
+    name = "ravdess_speechformer_lite_plain_e20_sgd_wd0.0005_clip1_nospecaug_max4s" \
+           "_normalizefirstTrue_seed0_fold1.json"
+    (output / "runs" / name).write_text(json.dumps(_run("lite_plain", 0, "1", 0.4)))
+    report = accuracy.main(
+        ["--summarize-only", "--corpus", "ravdess", "--data-root", str(tmp_path / "ravdess"),
+         "--output", str(output), "--model", "speechformer", "--configs", "lite_plain",
+         "--seeds", "0", "--optimizer", "sgd", "--weight-decay", "5e-4", "--clipnorm", "1",
+         "--no-spec-augment", "--max-seconds", "4", "--model-option", "normalize_first=True"])
+    assert report["corpus"] == "ravdess" and report["folds"] == ["1", "2"]
+    assert report["summarized_runs"] == 1
+    assert report["missing_runs"] == [name.replace("fold1", "fold2")]
+    assert report["recipe"]["optimizer"] == "sgd" and report["recipe"]["spec_augment"] is False
+    assert report["model_options"] == {"normalize_first": True}
+    assert (output / "summary_speechformer_sgd_wd0.0005_clip1_nospecaug_max4s"
+                      "_normalizefirstTrue.json").is_file()
 
-    rng = np.random.default_rng(0)
-    features = [rng.normal(size=(n, 80)).astype("float32") + 3.0 for n in (40, 100, 160)]
-    batches = accuracy.spec_augment_batches(features, [0, 1, 2], 3, seed=0)
-    x, y = batches[0]
-    plain, _ = PaddedBatches(features, [0, 1, 2], 3, shuffle=True, seed=0)[0]
-    assert x.shape == plain.shape == (3, 200, 80)
-    lengths = {len(f) for f in features}
-    for row in range(3):
-        speech = int(np.sum(np.any(plain[row] != 0, axis=-1)))
-        assert speech in lengths
-        assert np.all(x[row, speech:] == 0)          # padding is still padding
-        assert np.all(np.any(x[row, :speech] != 0, axis=-1))  # no speech frame reads as padding
-    assert np.sum(x != plain) > 0                     # something was masked
+
+def test_a_manifest_gives_any_corpus_its_folds(tmp_path):
+    from fixtures import write_tone
+
+    accuracy = _load("accuracy")
+    rows = []
+    for group in ("north", "south", "west"):
+        for label in ("calm", "loud"):
+            path = tmp_path / f"{group}_{label}.wav"
+            write_tone(str(path))
+            rows.append(f"{path},{label},{group},{group}")
+    (tmp_path / "mine.csv").write_text("path,label,speaker,group\n" + "\n".join(rows) + "\n")
+    report = accuracy.main(["--summarize-only", "--manifest", str(tmp_path / "mine.csv"),
+                            "--output", str(tmp_path / "out"), "--configs", "lite_plain",
+                            "--seeds", "0"])
+    assert report["corpus"] == "mine" and report["folds"] == ["north", "south", "west"]
+    assert report["missing_runs"][0] == "mine_conformer_lite_plain_e20_seed0_foldnorth.json"
 
 
 def test_a_run_is_claimed_by_one_live_process_and_a_dead_ones_claim_is_taken_over(tmp_path):
@@ -285,3 +316,46 @@ def test_the_summary_covers_every_run_of_the_recipe_not_only_the_plan(tmp_path):
     assert summary["lite_hrf4"]["paired_ua_vs_baseline"]["mean_difference"] == pytest.approx(0.2)
     assert report["summarized_runs"] == 4
     assert report["planned_runs"] == 1 and report["missing_runs"] == []
+
+
+def test_the_classic_baseline_standardizes_per_speaker_with_each_speakers_own_rows():
+    import pandas as pd
+
+    baseline = _load("baseline")
+    speakers = ["a"] * 4 + ["b"] * 4
+    manifest = pd.DataFrame({"speaker": speakers})
+    rng = np.random.default_rng(0)
+    values = np.concatenate([rng.normal(10, 2, (4, 3)), rng.normal(-5, 0.1, (4, 3))])
+    parts = {"train": [0, 1, 2], "validation": [3], "test": [4, 5, 6, 7]}
+    by_train = baseline.normalized(values, manifest, parts, "train")
+    np.testing.assert_allclose(by_train[:3].mean(axis=0), 0, atol=1e-9)
+    assert np.all(by_train[4:] < -3)  # far from the training rows' statistics
+    by_speaker = baseline.normalized(values, manifest, parts, "speaker")
+    for rows in ([0, 1, 2, 3], [4, 5, 6, 7]):
+        np.testing.assert_allclose(by_speaker[rows].mean(axis=0), 0, atol=1e-9)
+        np.testing.assert_allclose(by_speaker[rows].std(axis=0), 1, atol=1e-6)
+
+
+def test_the_classic_baseline_runs_on_a_corpus_in_the_release_layout(tmp_path):
+    """eGeMAPS + linear SVM end to end, in its own process (openSMILE must be
+    loaded before TensorFlow). Each emotion is a tone of its own pitch, which
+    eGeMAPS' F0 functionals separate: a working pipeline scores far above chance."""
+    import json
+    import subprocess
+    import sys
+
+    from fixtures import write_ravdess
+
+    pytest.importorskip("opensmile")
+    write_ravdess(str(tmp_path / "ravdess"), actors=range(1, 9))
+    result = subprocess.run(
+        [sys.executable, os.path.join(BENCHMARKS, "baseline.py"), "--corpus", "ravdess",
+         "--data-root", str(tmp_path / "ravdess"), "--output", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads((tmp_path / "out" / "ravdess.json").read_text())
+    assert report["folds"] == ["1", "2", "3", "4"]
+    assert report["features"].startswith("eGeMAPSv02 functionals (88)")
+    assert len(report["folds_detail"]) == 8  # 4 folds x 2 normalizations
+    for mode in ("train", "speaker"):
+        assert report["summary"][mode]["ua"]["mean"] > 0.6  # chance: 1/8

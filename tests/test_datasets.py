@@ -6,6 +6,7 @@ import pytest
 from fixtures import write_daic_woz
 from fixtures import write_iemocap
 from fixtures import write_m3ed
+from fixtures import write_ravdess
 from fixtures import write_tone
 
 from keras_hrf.datasets import M3ED_CLASSES
@@ -17,6 +18,8 @@ from keras_hrf.datasets import load_daic_woz
 from keras_hrf.datasets import load_emodb
 from keras_hrf.datasets import load_iemocap
 from keras_hrf.datasets import load_m3ed
+from keras_hrf.datasets import load_ravdess
+from keras_hrf.datasets import ravdess_fold
 from keras_hrf.datasets import participant_votes
 from keras_hrf.datasets import read_manifest
 
@@ -40,6 +43,63 @@ def test_emodb_refuses_foreign_names(tmp_path):
     write_tone(str(tmp_path / "recording.wav"))
     with pytest.raises(DatasetError, match=r"1 \.wav file\(s\) .*recording\.wav"):
         load_emodb(tmp_path)
+
+
+RAVDESS = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, "shared", "data",
+                       "ravdess")
+
+
+@pytest.mark.skipif(not os.path.isdir(RAVDESS), reason="../shared/data/ravdess is not beside the project")
+def test_ravdess_manifest_of_the_real_corpus():
+    manifest = load_ravdess(RAVDESS)
+    assert list(manifest.columns) == list(MANIFEST_COLUMNS)
+    assert len(manifest) == 1440 and manifest["speaker"].nunique() == 24
+    counts = manifest["label"].value_counts().to_dict()
+    assert counts.pop("neutral") == 96 and set(counts.values()) == {192}
+    assert sorted(manifest["group"].unique()) == ["1", "2", "3", "4"]
+    for _, speakers in manifest.groupby("group")["speaker"]:
+        actors = sorted({int(s[-2:]) for s in speakers})
+        assert len(actors) == 6 and sum(a % 2 for a in actors) == 3  # 3 men, 3 women
+
+
+@pytest.mark.parametrize("extension", ["wav", "flac"])
+def test_ravdess_from_the_release_layout(tmp_path, extension):
+    write_ravdess(str(tmp_path), actors=(1, 2, 3, 10), extension=extension)
+    manifest = load_ravdess(tmp_path)
+    assert len(manifest) == 4 * 9
+    assert sorted(manifest["speaker"].unique()) == ["actor01", "actor02", "actor03", "actor10"]
+    by_speaker = manifest.groupby("speaker")["group"].first().to_dict()
+    assert by_speaker == {"actor01": "1", "actor02": "1", "actor03": "2", "actor10": "1"}
+    assert class_names(manifest) == ["angry", "calm", "disgust", "fearful", "happy", "neutral",
+                                     "sad", "surprised"]
+    assert (manifest["label"] == "angry").sum() == 8  # normal and strong takes
+    assert all(p.endswith("." + extension) for p in manifest["path"])
+    one_out = load_ravdess(tmp_path, folds=None)
+    assert sorted(one_out["group"].unique()) == ["actor01", "actor02", "actor03", "actor10"]
+
+
+def test_ravdess_folds_hold_three_men_and_three_women():
+    folds = {}
+    for actor in range(1, 25):
+        folds.setdefault(ravdess_fold(actor), []).append(actor)
+    assert sorted(folds) == [1, 2, 3, 4]
+    assert all(len(a) == 6 and sum(x % 2 for x in a) == 3 for a in folds.values())
+    assert folds[1] == [1, 2, 9, 10, 17, 18]
+
+
+def test_ravdess_names_what_is_wrong(tmp_path):
+    with pytest.raises(DatasetError, match="RAVDESS folder not found"):
+        load_ravdess(tmp_path / "nowhere")
+    with pytest.raises(DatasetError, match="No RAVDESS speech clips"):
+        load_ravdess(tmp_path)
+    write_ravdess(str(tmp_path), actors=(1,))
+    write_tone(str(tmp_path / "Actor_01" / "03-02-01-01-01-01-01.wav"))  # song, not speech
+    with pytest.raises(DatasetError, match=r"1 audio file\(s\).*03-02-01-01-01-01-01\.wav"):
+        load_ravdess(tmp_path)
+    os.remove(tmp_path / "Actor_01" / "03-02-01-01-01-01-01.wav")
+    write_tone(str(tmp_path / "Actor_01" / "03-01-01-01-01-02-07.wav"))  # actor 7's take
+    with pytest.raises(DatasetError, match="the name says actor 07, the folder Actor_01"):
+        load_ravdess(tmp_path)
 
 
 def test_iemocap_four_class_protocol_from_the_release_layout(tmp_path):

@@ -1,4 +1,4 @@
-"""Dataset manifests: IEMOCAP, M3ED, DAIC-WOZ, EmoDB, class folders, CSV manifests."""
+"""Dataset manifests: IEMOCAP, M3ED, DAIC-WOZ, EmoDB, RAVDESS, class folders, CSV manifests."""
 
 from keras_hrf.datasets.daic_woz import DAIC_CLASSES
 from keras_hrf.datasets.daic_woz import load_daic_woz
@@ -16,6 +16,9 @@ from keras_hrf.datasets.manifest import make_manifest
 from keras_hrf.datasets.manifest import read_manifest
 from keras_hrf.datasets.m3ed import M3ED_CLASSES
 from keras_hrf.datasets.m3ed import load_m3ed
+from keras_hrf.datasets.ravdess import RAVDESS_EMOTIONS
+from keras_hrf.datasets.ravdess import load_ravdess
+from keras_hrf.datasets.ravdess import ravdess_fold
 
 __all__ = [
     "DAIC_CLASSES",
@@ -26,11 +29,14 @@ __all__ = [
     "DatasetError",
     "EMODB_EMOTIONS",
     "IEMOCAP_CLASS_SETS",
+    "RAVDESS_EMOTIONS",
     "MANIFEST_COLUMNS",
     "class_names",
     "from_folder",
     "load_emodb",
     "load_iemocap",
+    "load_ravdess",
+    "ravdess_fold",
     "make_manifest",
     "read_manifest",
 ]
