@@ -186,8 +186,8 @@ def run_one(manifest, classes, features, usable, config_name, seed, test_group, 
     scratch = os.path.join(args.output, "scratch", f"{config_name}_{seed}_{test_group}")
     checkpoint = training.BestWeightsCheckpoint(os.path.join(scratch, "best.weights.h5"))
     started = time.time()
-    model.fit(train, validation_data=validation, epochs=args.epochs, shuffle=False, verbose=0,
-              callbacks=[checkpoint])
+    history = model.fit(train, validation_data=validation, epochs=args.epochs, shuffle=False,
+                        verbose=0, callbacks=[checkpoint])
     seconds = time.time() - started
     model.load_weights(checkpoint.filepath)
     test_batches = keras_hrf.features.PaddedBatches(fold.inputs["test"],
@@ -203,6 +203,9 @@ def run_one(manifest, classes, features, usable, config_name, seed, test_group, 
         "best_val_ua": checkpoint.best, "params_training": model.count_params(),
         "params_trainable": sum(int(np.prod(v.shape)) for v in model.trainable_variables),
         "test_rows": len(fold.inputs["test"]),
+        # Per epoch: training loss, accuracy and UA, and validation UA (how it learned).
+        "history": {name: [round(float(v), 4) for v in history.history[name]]
+                    for name in ("loss", "accuracy", "ua", "val_ua") if name in history.history},
     }
     # Every run is tested merged: the deployed model, without HRF or SpecAugment.
     merged = keras_hrf.reparameterize(model)
