@@ -359,3 +359,15 @@ def test_the_classic_baseline_runs_on_a_corpus_in_the_release_layout(tmp_path):
     assert len(report["folds_detail"]) == 8  # 4 folds x 2 normalizations
     for mode in ("train", "speaker"):
         assert report["summary"][mode]["ua"]["mean"] > 0.6  # chance: 1/8
+
+
+def test_the_collapse_measure_is_zero_only_when_every_utterance_looks_alike():
+    collapse = _load("collapse")
+    rng = np.random.default_rng(0)
+    alike = np.tile(rng.normal(size=(1, 7, 16)), (5, 1, 1))  # 5 utterances, 7 frames
+    assert collapse.spread(alike) == pytest.approx(0.0, abs=1e-9)
+    different = rng.normal(size=(5, 7, 16))
+    assert collapse.spread(different) > 0.3
+    # Pooled vectors (2-D) are compared as they are; the scale does not matter.
+    pooled = rng.normal(size=(5, 16))
+    assert collapse.spread(pooled) == pytest.approx(collapse.spread(100 * pooled))
