@@ -165,7 +165,8 @@ def model_arguments(config_name, args):
     return config
 
 
-def run_one(manifest, classes, features, usable, config_name, seed, test_group, args):
+def run_one(manifest, classes, features, usable, config_name, seed, test_group, args,
+            run_name):
     import keras
     import numpy as np
 
@@ -183,7 +184,9 @@ def run_one(manifest, classes, features, usable, config_name, seed, test_group, 
                                   fold.steps_per_epoch(args.batch_size), model_name=args.model)
     train = fold.batches("train", args.batch_size, shuffle=True, seed=seed)
     validation = fold.batches("validation", args.batch_size)
-    scratch = os.path.join(args.output, "scratch", f"{config_name}_{seed}_{test_group}")
+    # One folder per run (its file's name): runs of other models or recipes on the
+    # same fold, trained side by side, must not share a checkpoint.
+    scratch = os.path.join(args.output, "scratch", run_name)
     checkpoint = training.BestWeightsCheckpoint(os.path.join(scratch, "best.weights.h5"))
     started = time.time()
     history = model.fit(train, validation_data=validation, epochs=args.epochs, shuffle=False,
@@ -487,7 +490,8 @@ def main(argv=None):
         try:
             if os.path.isfile(path):  # finished by another process meanwhile
                 continue
-            result = run_one(manifest, classes, features, usable, config_name, seed, group, args)
+            result = run_one(manifest, classes, features, usable, config_name, seed, group, args,
+                             os.path.splitext(os.path.basename(path))[0])
             result["machine"] = machine()
             result["threads"] = args.threads
             result["date"] = time.strftime("%Y-%m-%d")
