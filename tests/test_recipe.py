@@ -94,12 +94,15 @@ def test_build_model_adds_the_recipes_spec_augment_only():
 
 
 def test_compile_for_training_uses_the_models_rate_and_logs_ua():
-    model = training.build_model("speechformer", 3, 16, Recipe(epochs=2), model_dim=16,
-                                 layers_per_stage=[1, 1, 1, 1], num_heads=2)
+    assert Recipe().peak_learning_rate("speechformer") == 1e-4
+    assert Recipe(learning_rate=3e-3).peak_learning_rate("speechformer") == 3e-3
+    model = training.build_model("conformer", 3, 16, Recipe(epochs=2), model_dim=16,
+                                 num_layers=1, num_heads=2, ffn_dim=32, kernel_size=3,
+                                 subsampling_filters=4)
     recipe_lib.compile_for_training(model, 3, Recipe(epochs=2), steps_per_epoch=5,
-                                    model_name="speechformer")
+                                    model_name="conformer")
     schedule = model.optimizer._learning_rate
-    assert float(keras.ops.convert_to_numpy(schedule(1))) == pytest.approx(1e-4)  # warm-up 1
+    assert float(keras.ops.convert_to_numpy(schedule(1))) == pytest.approx(1e-3)  # warm-up 1
     x = np.random.default_rng(0).normal(size=(4, 60, 16)).astype("float32")
     history = model.fit(x, np.array([0, 1, 2, 0]), epochs=1, batch_size=4, verbose=0)
     assert "ua" in history.history and np.isfinite(history.history["loss"][0])
