@@ -33,7 +33,7 @@ from report import write_report  # noqa: E402
 SPEECHFORMER_PROBES = ("merge_0", "merge_1", "merge_2", "stage_3_layer_3", "pool", "head")
 
 
-def spread(outputs, mask=None):
+def spread(outputs):
     """Std across utterances of each utterance's mean vector, averaged over
     dimensions, divided by the mean vector norm (0: every utterance alike)."""
     import numpy as np
