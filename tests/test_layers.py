@@ -41,6 +41,9 @@ HRF_BLOCKS = {
     "transformer_encoder_layer": lambda r, n: TransformerEncoderLayer(
         2, 24, window=5, hrf_expansion=r, hrf_norm=n, hrf_targets=("ffn", "attention")
     ),
+    "attention_positions_encoder_layer": lambda r, n: TransformerEncoderLayer(
+        2, 24, window=5, attention_positions=True, hrf_expansion=r, hrf_norm=n
+    ),
     "pre_ln_encoder_layer": lambda r, n: TransformerEncoderLayer(
         2, 24, normalize_first=True, hrf_expansion=r, hrf_norm=n
     ),
@@ -225,6 +228,25 @@ def test_windowed_attention_sees_only_its_window():
     out = infer(layer, changed)
     np.testing.assert_allclose(out[0, :7], reference[0, :7], rtol=1e-5, atol=1e-6)
     assert not np.allclose(out[0, 7], reference[0, 7], atol=1e-3)
+
+
+def test_attention_positions_reach_the_attention_but_not_the_residual():
+    x = _sequences(batch=2, frames=9)
+    with_positions = TransformerEncoderLayer(2, 24, dropout=0.0, attention_positions=True)
+    without = TransformerEncoderLayer(2, 24, dropout=0.0)
+    with_positions.build(x.shape)
+    without.build(x.shape)
+    _randomize(with_positions)
+    without.set_weights(with_positions.get_weights())
+    # The attention sees the positions: the outputs differ.
+    assert not np.allclose(infer(with_positions, x), infer(without, x), atol=1e-3)
+    # With the attention's output zeroed, only the residual path is left, and
+    # it carries no positions: the outputs agree.
+    for layer in (with_positions, without):
+        out = layer.attention.output_projection
+        out.kernel.assign(np.zeros(out.kernel.shape, "float32"))
+        out.bias.assign(np.zeros(out.bias.shape, "float32"))
+    np.testing.assert_allclose(infer(with_positions, x), infer(without, x), rtol=1e-5, atol=1e-6)
 
 
 def test_head_shapes_and_float32_logits():

@@ -260,3 +260,39 @@ def test_speechformer_windows_follow_the_stage_durations():
     from keras_hrf.models.speechformer import stage_windows
 
     assert stage_windows([50, 400, 2000, None], [5, 5, 4], 10) == [5, 9, 9, None]
+
+
+def test_speechformer_reference_layout_tokens_positions_and_stage_norms():
+    """input_projection=False, positions="attention", stage_norm=True: the
+    bins are the tokens, positions enter the first stage's attention only, and
+    every stage starts with a LayerNorm; it merges and reloads exactly."""
+    model = _build(
+        "speechformer", model_dim=None, input_projection=False, positions="attention",
+        stage_norm=True, hrf_expansion=2,
+    )
+    names = {layer.name for layer in model.layers}
+    assert "input_projection" not in names and "positions" not in names
+    assert {f"stage_{stage}_norm" for stage in range(4)} <= names
+    encoders = [layer for layer in model.layers if layer.name.startswith("stage_") and
+                "layer" in layer.name]
+    assert [layer.attention_positions for layer in encoders] == [True, False, False, False]
+    assert model.get_layer("merge_0").output.shape[-1] == FEATURES
+    x = _features()
+    _train_a_few_steps(model, x)
+    merged = reparameterize(model)
+    assert_relative_close(infer(model, x), infer(merged, x), 1e-4)
+    reloaded = keras.models.model_from_json(merged.to_json())
+    assert reloaded.get_config()["positions"] == "attention"
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(input_projection=False, model_dim=32), r"model_dim=32 and input_dim=20"),
+        (dict(input_projection=False, num_heads=3, model_dim=None), r"input_dim=20 .*num_heads=3"),
+        (dict(positions="stage"), r"positions='stage'"),
+    ],
+)
+def test_speechformer_reference_layout_arguments_are_named(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        _build("speechformer", **kwargs)

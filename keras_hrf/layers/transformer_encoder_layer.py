@@ -8,6 +8,7 @@ from keras_hrf.layers.hrf_block import HRFBlock
 from keras_hrf.layers.hrf_block import hrf_for
 from keras_hrf.layers.hrf_block import validate_hrf_targets
 from keras_hrf.layers.multi_head_self_attention import MultiHeadSelfAttention
+from keras_hrf.layers.sinusoidal_positions import SinusoidalPositionalEncoding
 
 
 @keras.saving.register_keras_serializable(package="keras_hrf")
@@ -23,6 +24,9 @@ class TransformerEncoderLayer(HRFBlock):
         activation: FFN activation.
         normalize_first: Pre-LN instead of post-LN.
         window: Local attention window in frames (Speech-MSA), or None.
+        attention_positions: Add sinusoidal positions to the attention's
+            input only, leaving the residual stream and the FFN free of them
+            (SpeechFormer's reference adds them so in its first stage).
         layer_norm_epsilon: LayerNorm epsilon.
         hrf_expansion, hrf_norm: See `HRFBlock`.
         hrf_targets: Which projections get HRF: `("ffn",)` (the paper), plus
@@ -38,6 +42,7 @@ class TransformerEncoderLayer(HRFBlock):
         activation="relu",
         normalize_first=False,
         window=None,
+        attention_positions=False,
         layer_norm_epsilon=1e-5,
         hrf_expansion=None,
         hrf_norm=None,
@@ -52,6 +57,7 @@ class TransformerEncoderLayer(HRFBlock):
         self.activation = activation
         self.normalize_first = normalize_first
         self.window = window
+        self.attention_positions = attention_positions
         self.layer_norm_epsilon = layer_norm_epsilon
         self.hrf_targets = validate_hrf_targets(hrf_targets)
 
@@ -66,6 +72,8 @@ class TransformerEncoderLayer(HRFBlock):
             **common,
         )
         self.attention.build(input_shape)
+        if self.attention_positions:
+            self.positions = SinusoidalPositionalEncoding(name="positions", **common)
         self.attention_output_dropout = keras.layers.Dropout(self.dropout, **common)
         self.attention_norm = keras.layers.LayerNormalization(
             epsilon=self.layer_norm_epsilon, name="attention_norm", **common
@@ -87,6 +95,8 @@ class TransformerEncoderLayer(HRFBlock):
 
     def call(self, inputs, mask=None, training=None):
         def attend(x):
+            if self.attention_positions:
+                x = self.positions(x)
             x = self.attention(x, mask=mask, training=training)
             return self.attention_output_dropout(x, training=training)
 
@@ -113,6 +123,7 @@ class TransformerEncoderLayer(HRFBlock):
             "activation": self.activation,
             "normalize_first": self.normalize_first,
             "window": self.window,
+            "attention_positions": self.attention_positions,
             "layer_norm_epsilon": self.layer_norm_epsilon,
             "hrf_targets": list(self.hrf_targets),
         }

@@ -55,6 +55,17 @@ class SpeechFormer(SpeechEmotionModel):
         normalize_first: Pre-LN encoder layers (LayerNorm before attention
             and FFN, one more before pooling) instead of the reference's
             post-LN.
+        input_projection: Project the features to `model_dim` with a Dense
+            (True); False feeds the feature bins themselves as the first
+            stage's tokens, as the reference does (`model_dim` is then
+            `input_dim`, which `num_heads` must divide).
+        positions: `"input"` adds sinusoidal positions once, to the input
+            (they then travel in the residual stream through every stage);
+            `"attention"` adds them to the attention input of each layer of
+            the first stage only, as the reference does.
+        stage_norm: A LayerNorm at the start of every stage, as the
+            reference's stage blocks have (on the first stage it normalizes
+            each frame's bins).
     """
 
     presets = {
@@ -85,6 +96,9 @@ class SpeechFormer(SpeechEmotionModel):
         mask_value=0.0,
         spec_augment=None,
         normalize_first=False,
+        input_projection=True,
+        positions="input",
+        stage_norm=False,
         dtype=None,
         **kwargs,
     ):
@@ -99,6 +113,8 @@ class SpeechFormer(SpeechEmotionModel):
             dropout=dropout, attention_dropout=attention_dropout,
             head_dropout=head_dropout, mask_value=mask_value,
             spec_augment=spec_augment, normalize_first=normalize_first,
+            input_projection=input_projection, positions=positions,
+            stage_norm=stage_norm,
         )
         targets = self.validate_hrf(hrf_expansion, hrf_norm, hrf_targets)
         s = self.resolve_size(
@@ -115,15 +131,41 @@ class SpeechFormer(SpeechEmotionModel):
                 f"{s['layers_per_stage']}), window_ms={list(window_ms)}, "
                 f"merge_scales={list(merge_scales)}, merge_expand={s['merge_expand']}"
             )
+        if positions not in ("input", "attention"):
+            raise ValueError(
+                "Received an invalid value for `positions`, expected \"input\" or "
+                f"\"attention\". Received: positions={positions!r}"
+            )
+        if not input_projection:
+            if model_dim is not None and model_dim != input_dim:
+                raise ValueError(
+                    "With input_projection=False the first stage's width is the "
+                    f"number of feature bins: received model_dim={model_dim} and "
+                    f"input_dim={input_dim}."
+                )
+            if input_dim % s["num_heads"]:
+                raise ValueError(
+                    f"With input_projection=False the feature bins are the tokens: "
+                    f"input_dim={input_dim} must be divisible by "
+                    f"num_heads={s['num_heads']}."
+                )
         windows = stage_windows(window_ms, merge_scales, frame_ms)
 
         # === Functional Model ===
         inputs, x = self.features_input(input_dim, mask_value, spec_augment)
-        width = s["model_dim"]
-        x = keras.layers.Dense(width, dtype=dtype, name="input_projection")(x)
-        x = SinusoidalPositionalEncoding(dtype=dtype, name="positions")(x)
+        if input_projection:
+            width = s["model_dim"]
+            x = keras.layers.Dense(width, dtype=dtype, name="input_projection")(x)
+        else:
+            width = input_dim
+        if positions == "input":
+            x = SinusoidalPositionalEncoding(dtype=dtype, name="positions")(x)
         x = keras.layers.Dropout(dropout, dtype=dtype, name="input_dropout")(x)
         for stage, num_layers in enumerate(s["layers_per_stage"]):
+            if stage_norm:
+                x = keras.layers.LayerNormalization(
+                    epsilon=1e-5, dtype=dtype, name=f"stage_{stage}_norm"
+                )(x)
             for index in range(num_layers):
                 x = TransformerEncoderLayer(
                     s["num_heads"], width // 2, dropout=dropout,
@@ -131,6 +173,7 @@ class SpeechFormer(SpeechEmotionModel):
                     window=windows[stage], hrf_expansion=hrf_expansion,
                     hrf_norm=hrf_norm, hrf_targets=targets, dtype=dtype,
                     normalize_first=normalize_first,
+                    attention_positions=positions == "attention" and stage == 0,
                     name=f"stage_{stage}_layer_{index}",
                 )(x)
             if stage < stages - 1:
