@@ -15,9 +15,15 @@ to --output, each file atomically:
     hrf.keras, merged.keras the first fold's models (fold_*/ holds every fold's)
     saved_model/            the merged model, `model.export(format="tf_saved_model")`
     model.tflite            LiteRT, converted from that SavedModel
+    deploy/                 the first fold's model for devices: 16 kHz waveforms in,
+                            probabilities out (front end, normalization, merged
+                            network, softmax; `keras_hrf.deploy`) as model.keras,
+                            saved_model/, model.tflite, model_int8.tflite and
+                            metadata.json; run it with examples/predict.py
 
 SavedModel and LiteRT need the TensorFlow or JAX backend (Keras exports
-tf_saved_model from those two); on PyTorch they are skipped with a message.
+tf_saved_model from those two; LiteRT of the deployable model, TensorFlow);
+on other backends they are skipped with a message.
 
 Stopped runs resume: run the same command again. A fold that finished is
 reused from fold_*/ (its result.json is written last); a fold stopped in the
@@ -33,17 +39,20 @@ import os
 import sys
 import time
 
-import keras
 import numpy as np
+from quiet_startup import import_keras
 
-import keras_hrf
-from keras_hrf import datasets
-from keras_hrf import training
-from keras_hrf.atomic import atomic_path
-from keras_hrf.audio import AudioError
-from keras_hrf.datasets.demo import DEMO_NOTICE
-from keras_hrf.features import PaddedBatches
-from keras_hrf.metrics import classification_report
+keras = import_keras()
+
+import keras_hrf  # noqa: E402
+from keras_hrf import datasets  # noqa: E402
+from keras_hrf import deploy  # noqa: E402
+from keras_hrf import training  # noqa: E402
+from keras_hrf.atomic import atomic_path  # noqa: E402
+from keras_hrf.audio import AudioError  # noqa: E402
+from keras_hrf.datasets.demo import DEMO_NOTICE  # noqa: E402
+from keras_hrf.features import PaddedBatches  # noqa: E402
+from keras_hrf.metrics import classification_report  # noqa: E402
 
 # The arguments a run is resumed with must equal those it started with.
 RUN_SETTINGS = ("iemocap_root", "data_dir", "manifest", "speaker_pattern", "model", "size",
@@ -208,6 +217,33 @@ def export_merged(merged, output):
     return {"saved_model": "saved_model", "tflite": "model.tflite", "tflite_ops": ops}
 
 
+def export_deployable(merged, classes, first_result, args):
+    """The first fold's merged model with its front end and normalization,
+    waveforms in, probabilities out, in deploy/ (`keras_hrf.deploy`)."""
+    normalization = first_result["normalization"]
+    deployable = deploy.deployable_model(
+        merged, classes, mean=normalization["mean"], std=normalization["std"],
+        normalization=normalization["mode"],
+    )
+    info = deploy.export_deployable(
+        deployable, os.path.join(args.output, "deploy"), classes, normalization["mode"],
+        extra_metadata={"architecture": f"{args.model}-{args.size}",
+                        "trained_on": training.data_description(args),
+                        "test_group": first_result["test_group"],
+                        "test_ua": first_result["merged"]["ua"]},
+    )
+    for name, reason in info["skipped"].items():
+        print(f"deploy/: {name} skipped: {reason}")
+    return {"files": {k: os.path.join("deploy", v) for k, v in info["files"].items()},
+            "skipped": info["skipped"]}
+
+
+def predict_command(output, export):
+    files = export["deploy"]["files"]
+    model = files.get("litert") or files["keras"]
+    return f"python examples/predict.py {os.path.join(output, model)} your_recording.wav"
+
+
 def _convert_to_litert(tf, saved_model):
     converter = tf.lite.TFLiteConverter.from_saved_model(saved_model)
     try:
@@ -285,6 +321,7 @@ def main(argv=None):
         with atomic_path(os.path.join(args.output, name)) as path:
             item.save(path)
     export = export_merged(merged, args.output)
+    export["deploy"] = export_deployable(merged, classes, fold_results[0], args)
 
     summary = {
         kind: {m: float(np.mean([r[kind][m] for r in fold_results])) for m in ("wa", "ua", "macro_f1")}
@@ -318,7 +355,9 @@ def main(argv=None):
     if synthetic:
         print(DEMO_NOTICE)
     print(f"Wrote {args.output}/: metrics.json, confusion_matrix.svg, hrf.keras, merged.keras"
-          + (", saved_model/, model.tflite" if export.get("tflite") else ""))
+          + (", saved_model/, model.tflite" if export.get("tflite") else "")
+          + ", deploy/ (" + ", ".join(export["deploy"]["files"].values()) + ")")
+    print("Try the deployed model on a recording:\n  " + predict_command(args.output, export))
     return report
 
 

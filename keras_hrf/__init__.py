@@ -6,6 +6,7 @@ Train with `HRFDense` (a `Dense` with a linear expansion in front of it), then
 
 from keras_hrf import audio
 from keras_hrf import datasets
+from keras_hrf import deploy
 from keras_hrf import features
 from keras_hrf import layers
 from keras_hrf import metrics
@@ -29,6 +30,7 @@ __all__ = [
     "SpeechFormer",
     "audio",
     "datasets",
+    "deploy",
     "features",
     "layers",
     "metrics",

@@ -49,6 +49,14 @@ def test_every_output_file_is_written(run):
     assert (fold_dir / "best.weights.h5").is_file()
     assert any("tfevents" in f for _, _, fs in os.walk(fold_dir / "logs") for f in fs)
     assert not [f for f in os.listdir(output) if f.endswith(".partial")]
+    # The deployable model (waveforms in) for examples/predict.py.
+    deployed = report["export"]["deploy"]["files"]
+    assert deployed["keras"] == os.path.join("deploy", "model.keras")
+    for relative in deployed.values():
+        assert (output / relative).exists(), relative
+    deploy_metadata = json.loads((output / "deploy" / "metadata.json").read_text())
+    assert deploy_metadata["class_names"] == report["classes"]
+    assert deploy_metadata["test_group"] == report["folds"][0]["test_group"]
     svg = ElementTree.parse(output / "confusion_matrix.svg").getroot()
     assert svg.tag.endswith("svg") and len(svg.findall("{*}rect")) == 1 + 16
 

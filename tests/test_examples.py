@@ -1,5 +1,6 @@
 import importlib.util
 import os
+import sys
 
 import keras
 import numpy as np
@@ -11,6 +12,8 @@ EXAMPLES = os.path.join(os.path.dirname(__file__), os.pardir, "examples")
 
 
 def _load_example(name):
+    if EXAMPLES not in sys.path:  # as when run as a script: its helpers import
+        sys.path.insert(0, EXAMPLES)
     spec = importlib.util.spec_from_file_location(name, os.path.join(EXAMPLES, f"{name}.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
