@@ -11,10 +11,12 @@ their outputs, and writes `hrf.keras` and `merged.keras` to `--output`.
 import argparse
 import os
 
-import keras
-import numpy as np
+from quiet_startup import import_keras
 
-import keras_hrf
+keras = import_keras()
+import numpy as np  # noqa: E402
+
+import keras_hrf  # noqa: E402
 
 
 def synthetic_sequences(samples, frames, features, classes, seed):

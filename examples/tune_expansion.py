@@ -43,20 +43,22 @@ import os
 import sys
 import warnings
 
-import keras
-import keras_tuner
-import numpy as np
-from keras_tuner.src.distribute import utils as distribute_utils
+from quiet_startup import import_keras
 
-import keras_hrf
-from keras_hrf import datasets
-from keras_hrf import training
-from keras_hrf import tuning
-from keras_hrf.atomic import atomic_path
-from keras_hrf.audio import AudioError
-from keras_hrf.datasets.demo import DEMO_NOTICE
-from keras_hrf.features import PaddedBatches
-from keras_hrf.metrics import classification_report
+keras = import_keras()
+import keras_tuner  # noqa: E402
+import numpy as np  # noqa: E402
+from keras_tuner.src.distribute import utils as distribute_utils  # noqa: E402
+
+import keras_hrf  # noqa: E402
+from keras_hrf import datasets  # noqa: E402
+from keras_hrf import training  # noqa: E402
+from keras_hrf import tuning  # noqa: E402
+from keras_hrf.atomic import atomic_path  # noqa: E402
+from keras_hrf.audio import AudioError  # noqa: E402
+from keras_hrf.datasets.demo import DEMO_NOTICE  # noqa: E402
+from keras_hrf.features import PaddedBatches  # noqa: E402
+from keras_hrf.metrics import classification_report  # noqa: E402
 
 RUN_SETTINGS = ("iemocap_root", "data_dir", "manifest", "speaker_pattern", "model", "size",
                 "tuner", "max_trials", "epochs", "batch_size", "expansions", "hrf_targets",

@@ -371,3 +371,17 @@ def test_the_collapse_measure_is_zero_only_when_every_utterance_looks_alike():
     # Pooled vectors (2-D) are compared as they are; the scale does not matter.
     pooled = rng.normal(size=(5, 16))
     assert collapse.spread(pooled) == pytest.approx(collapse.spread(100 * pooled))
+
+
+@pytest.mark.skipif(not os.path.isdir(EMODB), reason="../shared/data/emodb is not beside the project")
+def test_the_deployed_benchmark_names_the_harness_command_when_weights_are_missing(backend):
+    if backend != "tensorflow":
+        pytest.skip("benchmarks/deployed.py runs on the TensorFlow backend (LiteRT export)")
+    import sys
+
+    if BENCHMARKS not in sys.path:  # as when run as a script: it imports accuracy.py
+        sys.path.insert(0, BENCHMARKS)
+    deployed = _load("deployed")
+    with pytest.raises(SystemExit, match=r"no trained weights for speakers \['03', .*'16'\].*"
+                       r"accuracy\.py --model convtransformer --configs lite_plain --seeds 987"):
+        deployed.main(["--model", "convtransformer", "--seed", "987"])

@@ -43,3 +43,21 @@ def test_quickstart_help_reads_well(capsys):
         quickstart.main(["--help"])
     assert exit_info.value.code == 0
     assert "--hrf-expansion" in capsys.readouterr().out
+
+
+def test_startup_noise_is_filtered_and_real_messages_kept(capfd):
+    quiet = _load_example("quiet_startup")
+    lines = [
+        "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n",
+        "I0000 00:00:1796152037.654424   27316 port.cc:153] oneDNN custom operations are on.\n",
+        "E0000 00:00:1796152112.773648   27674 cuda_platform.cc:52] failed call to cuInit: "
+        "INTERNAL: CUDA error: Failed call to cuInit: UNKNOWN ERROR (303)\n",
+        "E0000 00:00:1796152112.773648   27674 some_kernel.cc:12] a real error\n",
+        "UserWarning: a real warning\n",
+    ]
+    with quiet.filtered_stderr():
+        for line in lines:
+            os.write(2, line.encode())
+    err = capfd.readouterr().err
+    assert "a real error" in err and "a real warning" in err
+    assert "cuInit" not in err and "oneDNN" not in err and "InitializeLog" not in err
