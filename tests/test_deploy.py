@@ -320,3 +320,26 @@ def test_predict_runs_the_keras_and_saved_model_files(trained, exported):
         got = [row["probabilities"][c] for c in CLASSES]
         expected = got if expected is None else expected
         np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_predict_gives_a_speaker_normalized_model_the_speakers_statistics(trained, tmp_path,
+                                                                         backend):
+    """normalization="speaker" through examples/predict.py: on LiteRT the
+    statistics come from features.tflite, elsewhere from the package; both
+    equal the Keras model given `speaker_statistics` of the same recordings."""
+    model = deploy.deployable_model(trained["model"], CLASSES, normalization="speaker")
+    info = deploy.export_deployable(model, str(tmp_path), CLASSES, normalization="speaker",
+                                    formats=("keras", "litert"))
+    speaker_paths, clip = trained["paths"][2:6], trained["paths"][0]
+    mean, std = deploy.speaker_statistics(trained["waves"][2:6])
+    expected = _deployable_probabilities(model, trained["waves"][:1], speaker_mean=mean,
+                                         speaker_std=std)[0]
+    for name in ("keras", "litert"):
+        if name not in info["files"]:
+            continue
+        done = _predict(tmp_path / info["files"][name], clip, "--speaker-audio", *speaker_paths,
+                        "--json")
+        assert done.returncode == 0, done.stderr
+        row = json.loads(done.stdout.strip().splitlines()[-1])
+        np.testing.assert_allclose([row["probabilities"][c] for c in CLASSES], expected,
+                                   atol=1e-4)
