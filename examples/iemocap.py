@@ -40,6 +40,7 @@ import sys
 import time
 
 import numpy as np
+from quiet_startup import filtered_stderr
 from quiet_startup import import_keras
 
 keras = import_keras()
@@ -320,8 +321,9 @@ def main(argv=None):
     for name, item in (("hrf.keras", model), ("merged.keras", merged)):
         with atomic_path(os.path.join(args.output, name)) as path:
             item.save(path)
-    export = export_merged(merged, args.output)
-    export["deploy"] = export_deployable(merged, classes, fold_results[0], args)
+    with filtered_stderr():  # the LiteRT converter's progress notes
+        export = export_merged(merged, args.output)
+        export["deploy"] = export_deployable(merged, classes, fold_results[0], args)
 
     summary = {
         kind: {m: float(np.mean([r[kind][m] for r in fold_results])) for m in ("wa", "ua", "macro_f1")}

@@ -209,8 +209,22 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     metadata = find_metadata(args.model, args.metadata)
+    from quiet_startup import filtered_stderr  # no heavy imports: fine on a device
+
+    with filtered_stderr():  # the interpreter's and TensorFlow's start-up notes
+        runner = make_runner(args.model, metadata, args.threads)
+        rows, failed = answer(args, metadata, runner)
+    if args.json:
+        for row in rows:
+            print(json.dumps(row))
+    else:
+        print_table(rows, metadata["class_names"])
+    return 1 if failed else 0
+
+
+def answer(args, metadata, runner):
+    """One row per file (or window): its probabilities, or its error."""
     classes, rate = metadata["class_names"], int(metadata["sample_rate"])
-    runner = make_runner(args.model, metadata, args.threads)
 
     rows, failed, clips = [], 0, {}
     for path in args.audio:
@@ -224,7 +238,10 @@ def main(argv=None):
     extra = {}
     if metadata.get("normalization") == "speaker":
         sources = args.speaker_audio or list(clips)
-        waveforms = [clips[p] if p in clips else audio.load_audio(p, rate) for p in sources]
+        try:
+            waveforms = [clips[p] if p in clips else audio.load_audio(p, rate) for p in sources]
+        except audio.AudioError as error:
+            sys.exit(f"predict.py: error: --speaker-audio: {error}")
         if not waveforms:
             sys.exit("predict.py: error: no readable audio for the speaker's statistics")
         mean, std = speaker_statistics(args.model, waveforms, metadata)
@@ -239,12 +256,7 @@ def main(argv=None):
                          "emotion": classes[int(np.argmax(probabilities))],
                          "probabilities": {c: float(p) for c, p in zip(classes, probabilities)}})
     rows.sort(key=lambda row: args.audio.index(row["file"]))
-    if args.json:
-        for row in rows:
-            print(json.dumps(row))
-    else:
-        print_table(rows, classes)
-    return 1 if failed else 0
+    return rows, failed
 
 
 def print_table(rows, classes):

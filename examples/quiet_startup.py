@@ -7,7 +7,8 @@ as a failure, straight to file descriptor 2, before any Python logging setting
 or `TF_CPP_MIN_LOG_LEVEL` can act. The examples import Keras through
 `import_keras()`: while the backend starts, descriptor 2 goes to a temporary
 file; afterwards every line that is not one of these known notices is written
-back to stderr, so real warnings and errors still show.
+back to stderr, so real warnings and errors still show. `filtered_stderr()`
+does the same around LiteRT conversion, whose converter logs its progress.
 """
 
 import contextlib
@@ -23,6 +24,13 @@ NOISE = [re.compile(pattern) for pattern in (
     r"^E\d{4} [\d:. ]+\d+ cuda_platform\.cc:\d+\] failed call to cuInit",
     r"^E\d{4} [\d:. ]+\d+ cuda_(dnn|fft|blas)\.cc:\d+\] Unable to register",
     r"^An NVIDIA GPU may be present on this machine, but a CUDA-enabled jaxlib",
+    # The LiteRT converter's progress notes while it reads a SavedModel, and
+    # one benign notice about an attribute newer than its op registry.
+    r"^[IW]\d{4} [\d:. ]+\d+ (tf_tfl_flatbuffer_helpers|reader|loader|"
+    r"mlir_graph_optimization_pass|dump_mlir_util|generator_dataset_op)\.cc:\d+\]",
+    r"^INFO: Created TensorFlow Lite XNNPACK delegate for CPU\.",
+    r"^E\d{4} [\d:. ]+\d+ node_def_util\.cc:\d+\] NodeDef mentions attribute Truncate "
+    r"which is not in the op definition",
 )]
 
 
