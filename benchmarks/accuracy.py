@@ -143,8 +143,16 @@ def recipe_tag(args, default_learning_rate):
     if args.max_seconds != default.max_seconds:
         tag += f"_max{args.max_seconds:g}s"
     for name, value in sorted(args.model_options.items()):
-        tag += f"_{name.replace('_', '')}{value}"
+        tag += f"_{name.replace('_', '')}{_file_name_value(value)}"
     return tag
+
+
+def _file_name_value(value):
+    """A model option's value in a file name: sequences as `1-1-1-1`, no
+    spaces or brackets (`layers_per_stage=[1,1,1,1]`)."""
+    if isinstance(value, (list, tuple)):
+        return "-".join(_file_name_value(item) for item in value)
+    return str(value)
 
 
 def prepare_fold(manifest, classes, features, usable, seed, test_group, args):

@@ -85,7 +85,16 @@ def parse_args(argv):
                        "1-based numbers); default: all, or the first group for the demo")
     train.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", default=os.path.join("runs", "iemocap"), metavar="DIR")
+    parser.add_argument("--deploy-formats", default=",".join(deploy.FORMATS), metavar="LIST",
+                        help="formats of the deployable model in deploy/ (comma-separated: "
+                        f"{', '.join(deploy.FORMATS)}), or 'none'")
     args = parser.parse_args(argv)
+    formats = [] if args.deploy_formats == "none" else args.deploy_formats.split(",")
+    unknown = sorted(set(formats) - set(deploy.FORMATS))
+    if unknown:
+        parser.error(f"--deploy-formats: unknown {unknown}; choose from {list(deploy.FORMATS)} "
+                     "or 'none'")
+    args.deploy_formats = formats
     if args.hrf_expansion < 0:
         parser.error(f"--hrf-expansion must be >= 0, received {args.hrf_expansion}")
     if args.learning_rate is None:
@@ -241,7 +250,7 @@ def export_deployable(merged, classes, first_result, args):
 
 def predict_command(output, export):
     files = export["deploy"]["files"]
-    model = files.get("litert") or files["keras"]
+    model = files.get("litert") or files.get("keras") or next(iter(files.values()))
     return f"python examples/predict.py {os.path.join(output, model)} your_recording.wav"
 
 
@@ -323,7 +332,8 @@ def main(argv=None):
             item.save(path)
     with filtered_stderr():  # the LiteRT converter's progress notes
         export = export_merged(merged, args.output)
-        export["deploy"] = export_deployable(merged, classes, fold_results[0], args)
+        if args.deploy_formats:
+            export["deploy"] = export_deployable(merged, classes, fold_results[0], args)
 
     summary = {
         kind: {m: float(np.mean([r[kind][m] for r in fold_results])) for m in ("wa", "ua", "macro_f1")}
@@ -358,8 +368,10 @@ def main(argv=None):
         print(DEMO_NOTICE)
     print(f"Wrote {args.output}/: metrics.json, confusion_matrix.svg, hrf.keras, merged.keras"
           + (", saved_model/, model.tflite" if export.get("tflite") else "")
-          + ", deploy/ (" + ", ".join(export["deploy"]["files"].values()) + ")")
-    print("Try the deployed model on a recording:\n  " + predict_command(args.output, export))
+          + (", deploy/ (" + ", ".join(export["deploy"]["files"].values()) + ")"
+             if "deploy" in export else ""))
+    if "deploy" in export:
+        print("Try the deployed model on a recording:\n  " + predict_command(args.output, export))
     return report
 
 

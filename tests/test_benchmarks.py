@@ -161,20 +161,21 @@ def test_other_corpora_keep_their_runs_apart_and_name_every_recipe_change(tmp_pa
     output = tmp_path / "out"
     (output / "runs").mkdir(parents=True)
     name = "ravdess_speechformer_lite_plain_e20_sgd_wd0.0005_clip1_nospecaug_max4s" \
-           "_normalizefirstTrue_seed0_fold1.json"
+           "_layersperstage1-1-1-1_normalizefirstTrue_seed0_fold1.json"
     (output / "runs" / name).write_text(json.dumps(_run("lite_plain", 0, "1", 0.4)))
     report = accuracy.main(
         ["--summarize-only", "--corpus", "ravdess", "--data-root", str(tmp_path / "ravdess"),
          "--output", str(output), "--model", "speechformer", "--configs", "lite_plain",
          "--seeds", "0", "--optimizer", "sgd", "--weight-decay", "5e-4", "--clipnorm", "1",
-         "--no-spec-augment", "--max-seconds", "4", "--model-option", "normalize_first=True"])
+         "--no-spec-augment", "--max-seconds", "4", "--model-option", "normalize_first=True",
+         "--model-option", "layers_per_stage=[1, 1, 1, 1]"])
     assert report["corpus"] == "ravdess" and report["folds"] == ["1", "2"]
     assert report["summarized_runs"] == 1
     assert report["missing_runs"] == [name.replace("fold1", "fold2")]
     assert report["recipe"]["optimizer"] == "sgd" and report["recipe"]["spec_augment"] is False
-    assert report["model_options"] == {"normalize_first": True}
+    assert report["model_options"] == {"normalize_first": True, "layers_per_stage": [1, 1, 1, 1]}
     assert (output / "summary_speechformer_sgd_wd0.0005_clip1_nospecaug_max4s"
-                      "_normalizefirstTrue.json").is_file()
+                      "_layersperstage1-1-1-1_normalizefirstTrue.json").is_file()
 
 
 def test_a_manifest_gives_any_corpus_its_folds(tmp_path):

@@ -157,7 +157,8 @@ def test_a_killed_run_resumes_where_it_stopped(tmp_path, backend):
     goes on from epoch 2 with the best score it had; a third run reuses the
     finished fold without training."""
     output = tmp_path / "run"
-    args = ["--epochs", "3", "--hrf-expansion", "2", "--output", str(output)]
+    args = ["--epochs", "3", "--hrf-expansion", "2", "--output", str(output),
+            "--deploy-formats", "none"]  # exports are tested on the `run` fixture
     first = _run_example(args, backend)
     metadata = None
     deadline = time.time() + 400
@@ -189,6 +190,14 @@ def test_a_killed_run_resumes_where_it_stopped(tmp_path, backend):
     example = _load_example("iemocap")
     report = example.main(args)
     assert report["folds"][0] == result  # reused as it was, not trained again
+
+
+def test_unknown_deploy_formats_are_named(capsys):
+    example = _load_example("iemocap")
+    with pytest.raises(SystemExit):
+        example.parse_args(["--deploy-formats", "keras,onnx"])
+    assert "--deploy-formats: unknown ['onnx']" in capsys.readouterr().err
+    assert example.parse_args(["--deploy-formats", "none"]).deploy_formats == []
 
 
 def test_other_settings_on_the_same_output_are_refused(tmp_path):
@@ -248,9 +257,11 @@ def test_a_corpus_of_mixed_lengths_trains_and_predicts_over_two_folds(tmp_path, 
     output = tmp_path / "run"
     report = _load_example("iemocap").main(
         ["--manifest", str(tmp_path / "clips.csv"), "--hrf-expansion", "0", "--epochs", "1",
-         "--batch-size", "4", "--folds", "s1,s2", "--output", str(output)])
+         "--batch-size", "4", "--folds", "s1,s2", "--output", str(output),
+         "--deploy-formats", "keras"])
     assert [fold["test_group"] for fold in report["folds"]] == ["s1", "s2"]
     for fold in report["folds"]:
         assert fold["test_rows"] == 12
         assert np.sum(fold["merged"]["confusion_matrix"]) == 12
     assert (output / "merged.keras").is_file() and (output / "metrics.json").is_file()
+    assert sorted(os.listdir(output / "deploy")) == ["metadata.json", "model.keras"]
