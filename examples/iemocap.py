@@ -237,6 +237,7 @@ def export_deployable(merged, classes, first_result, args):
     )
     info = deploy.export_deployable(
         deployable, os.path.join(args.output, "deploy"), classes, normalization["mode"],
+        formats=args.deploy_formats,
         extra_metadata={"architecture": f"{args.model}-{args.size}",
                         "trained_on": training.data_description(args),
                         "test_group": first_result["test_group"],

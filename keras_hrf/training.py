@@ -46,7 +46,7 @@ def default_learning_rate(name):
 
 
 def default_learning_rates_text():
-    """`"conformer 0.001, convtransformer 0.001, speechformer 0.0001"`, for --help."""
+    """`"conformer 0.001, convtransformer 0.001, speechformer 0.001"`, for --help."""
     return ", ".join(f"{name} {rate:g}" for name, rate in DEFAULT_LEARNING_RATES.items())
 
 

@@ -230,7 +230,7 @@ def test_a_speaker_normalized_fold_trains_and_says_so(tmp_path):
 
 def test_learning_rate_defaults_to_the_models_own():
     example = _load_example("iemocap")
-    assert example.parse_args(["--model", "speechformer"]).learning_rate == 1e-4
+    assert example.parse_args(["--model", "speechformer"]).learning_rate == 1e-3
     assert example.parse_args(["--model", "conformer"]).learning_rate == 1e-3
     chosen = example.parse_args(["--model", "speechformer", "--learning-rate", "3e-4"])
     assert chosen.learning_rate == 3e-4

@@ -94,7 +94,7 @@ def test_build_model_adds_the_recipes_spec_augment_only():
 
 
 def test_compile_for_training_uses_the_models_rate_and_logs_ua():
-    assert Recipe().peak_learning_rate("speechformer") == 1e-4
+    assert Recipe().peak_learning_rate("speechformer") == 1e-3
     assert Recipe(learning_rate=3e-3).peak_learning_rate("speechformer") == 3e-3
     model = training.build_model("conformer", 3, 16, Recipe(epochs=2), model_dim=16,
                                  num_layers=1, num_heads=2, ffn_dim=32, kernel_size=3,
