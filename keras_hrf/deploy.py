@@ -233,6 +233,9 @@ def metadata(deployable, class_names, normalization, feature_settings=None, extr
         "features": {"type": "log-Mel power in dB (keras_hrf.layers.LogMelSpectrogram)",
                      **settings},
         "normalization": normalization,
+        # "train": the statistics inside the model (an app that computes its own
+        # features needs them); "speaker": the app supplies each speaker's.
+        "normalization_statistics": _training_statistics(deployable) or None,
         "inputs": [{"name": t.name, "shape": list(t.shape), "dtype": str(t.dtype)}
                    for t in deployable.inputs],
         "output": "probabilities (batch, classes), softmax",
@@ -317,7 +320,7 @@ def _network(deployable):
 
 def _training_statistics(deployable):
     """The fixed normalization's mean and std (empty for "speaker")."""
-    layer = deployable.get_layer("normalization")
+    layer = next((l for l in deployable.layers if l.name == "normalization"), None)
     if not isinstance(layer, keras.layers.Normalization):
         return {}
     mean = np.asarray(keras.ops.convert_to_numpy(layer.mean)).reshape(-1)

@@ -177,7 +177,7 @@ def exported(trained, deployable, tmp_path_factory):
     return folder, info
 
 
-def test_export_writes_every_format_the_backend_can(exported, backend):
+def test_export_writes_every_format_the_backend_can(trained, exported, backend):
     folder, info = exported
     expected = {"keras"} | ({"saved_model", "litert", "litert_int8"}
                             if backend == "tensorflow" else set())
@@ -189,6 +189,8 @@ def test_export_writes_every_format_the_backend_can(exported, backend):
     assert metadata["class_names"] == CLASSES and metadata["sample_rate"] == 16000
     assert metadata["features"]["num_mel_bins"] == 80 and metadata["normalization"] == "train"
     assert metadata["keras_hrf_version"] == keras_hrf.__version__
+    np.testing.assert_allclose(metadata["normalization_statistics"]["std"], trained["std"],
+                               rtol=1e-5)
     assert [i["name"] for i in metadata["inputs"]] == ["waveform", "num_samples"]
     assert not [f for f in os.listdir(folder) if f.endswith(".partial")]
 
