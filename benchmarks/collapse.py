@@ -30,7 +30,7 @@ from accuracy import _model_option  # noqa: E402
 from accuracy import _set_threads  # noqa: E402
 from report import write_report  # noqa: E402
 
-SPEECHFORMER_PROBES = ("merge_0", "merge_1", "merge_2", "stage_3_layer_3", "pool", "head")
+SPEECHFORMER_PROBES = ("merge_0", "merge_1", "merge_2", "pool", "head")
 
 
 def spread(outputs):
@@ -90,8 +90,11 @@ def main(argv=None):
     model = training.build_model(args.model, len(classes), fold.input_dim, recipe, **options)
     training.compile_for_training(model, len(classes), recipe,
                                   fold.steps_per_epoch(recipe.batch_size), model_name=args.model)
-    probes = args.probe or ([p for p in SPEECHFORMER_PROBES if p in
-                             {layer.name for layer in model.layers}] or ["pool", "head"])
+    names = [layer.name for layer in model.layers]
+    # The utterance stage's last layer, whatever the stage's depth.
+    last_stage = [name for name in names if name.startswith("stage_3_layer_")][-1:]
+    probes = args.probe or ([p for p in SPEECHFORMER_PROBES[:3] + tuple(last_stage)
+                             + SPEECHFORMER_PROBES[3:] if p in names] or ["pool", "head"])
     probe_model = keras.Model(model.input, [model.get_layer(name).output for name in probes])
     validation = PaddedBatches(fold.inputs["validation"], batch_size=recipe.batch_size)
 

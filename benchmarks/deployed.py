@@ -37,6 +37,8 @@ def parse_args(argv):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="2 speakers, 5 timed calls")
     parser.add_argument("--repeats", type=int, default=30, help="timed calls per latency")
+    parser.add_argument("--machine-note", default="",
+                        help="what else ran on the machine meanwhile (recorded with the latency)")
     parser.add_argument("--output", default=None,
                         help="default: results/deployed/<model>_<config>_seed<seed>.json")
     return parser.parse_args(argv)
@@ -156,7 +158,8 @@ def main(argv=None):
         HERE, "results", "deployed",
         f"{args.model}_{args.config}_seed{args.seed}{'_quick' if args.quick else ''}.json")
     os.makedirs(os.path.dirname(output), exist_ok=True)
-    return write_report(output, __file__, argv, machine_note="one thread (LiteRT interpreter)",
+    return write_report(output, __file__, argv, machine_note="one thread (LiteRT interpreter)"
+                        + (f"; {args.machine_note}" if args.machine_note else ""),
                         model=args.model, config=args.config, seed=args.seed,
                         recipe_tag=tag, folds=rows, mean=mean, bytes=sizes,
                         latency_batch1=latency)
