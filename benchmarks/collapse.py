@@ -26,6 +26,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from accuracy import CORPORA  # noqa: E402
 from accuracy import HERE  # noqa: E402
+from accuracy import _file_name_value  # noqa: E402
 from accuracy import _model_option  # noqa: E402
 from accuracy import _set_threads  # noqa: E402
 from report import write_report  # noqa: E402
@@ -120,7 +121,8 @@ def main(argv=None):
               validation_data=fold.batches("validation", recipe.batch_size),
               epochs=args.stop_after, shuffle=False, verbose=0, callbacks=[probe])
     tag = f"{args.model}_lr{args.learning_rate:g}" + "".join(
-        f"_{k.replace('_', '')}{v}" for k, v in sorted(dict(args.model_options).items()))
+        f"_{k.replace('_', '')}{_file_name_value(v)}"
+        for k, v in sorted(dict(args.model_options).items()))
     if recipe.clipnorm:
         tag += f"_clip{recipe.clipnorm:g}"
     if recipe.optimizer != "adamw":
