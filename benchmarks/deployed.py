@@ -66,8 +66,6 @@ def main(argv=None):
     import predict  # examples/predict.py: the LiteRT runners an app would use
     import tensorflow as tf
 
-    tf.config.threading.set_intra_op_parallelism_threads(1)
-    tf.config.threading.set_inter_op_parallelism_threads(1)
 
     from keras_hrf import datasets
     from keras_hrf import deploy
@@ -94,6 +92,10 @@ def main(argv=None):
         sys.exit(f"deployed.py: no trained weights for speakers {missing} in "
                  f"{os.path.join(harness.output, 'scratch')}: run `python benchmarks/accuracy.py "
                  f"--model {args.model} --configs {args.config} --seeds {args.seed}` first")
+    # One thread for TensorFlow too (the interpreters get theirs below); set
+    # before TensorFlow runs anything, as when run as a script.
+    tf.config.threading.set_intra_op_parallelism_threads(1)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
     features, usable, skipped = training.extract_features(
         manifest, os.path.join(harness.output, "scratch", "feature_cache"))
     max_samples = int(round(harness.max_seconds * 16000))
