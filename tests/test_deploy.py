@@ -262,7 +262,10 @@ def test_predict_runs_litert_without_tensorflow_or_keras(trained, exported, tmp_
         pytest.skip("LiteRT export runs on the TensorFlow backend")
     bad = tmp_path / "not_audio.wav"
     bad.write_text("not audio")
-    probe = ("import runpy, sys; sys.argv = sys.argv[1:]\n"
+    # Run predict.py as `python examples/predict.py` would (its folder first on
+    # sys.path), then list the heavy modules it imported.
+    probe = ("import os, runpy, sys; sys.argv = sys.argv[1:]\n"
+             "sys.path.insert(0, os.path.dirname(os.path.abspath(sys.argv[0])))\n"
              "try:\n    runpy.run_path(sys.argv[0], run_name='__main__')\n"
              "except SystemExit as exit:\n    code = exit.code\n"
              "heavy = sorted(m for m in sys.modules if m.split('.')[0] in "
