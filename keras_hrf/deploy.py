@@ -118,7 +118,7 @@ def deployable_model(model, class_names, mean=None, std=None, normalization="tra
     """
     if normalization not in NORMALIZATIONS:
         raise ValueError(f"normalization={normalization!r}; choose one of {list(NORMALIZATIONS)}")
-    settings = dict(feature_lib.FeatureExtractor().settings, **(feature_settings or {}))
+    settings = _feature_settings(feature_settings)
     bins = settings["num_mel_bins"]
     expected = model.inputs[0].shape[-1]
     if expected != bins:
@@ -161,7 +161,7 @@ def front_end_model(feature_settings=None, name="features"):
     past each clip's end: the deployed model's own front end alone
     (`features.tflite`), the int8 network's input once normalized, and what an
     app computes a speaker's statistics from with no other feature code."""
-    settings = dict(feature_lib.FeatureExtractor().settings, **(feature_settings or {}))
+    settings = _feature_settings(feature_settings)
     waveform = keras.Input((None,), name="waveform")
     num_samples = keras.Input((), dtype="int32", name="num_samples")
     log_mel = LogMelSpectrogram(**settings, name="log_mel")(waveform)
@@ -179,6 +179,12 @@ def _needs_merge(model):
 
     return any(isinstance(layer, (HRFDense, SpecAugment))
                for layer in model._flatten_layers(include_self=False, recursive=True))
+
+
+def _feature_settings(overrides):
+    """The package's feature settings with `overrides` (a partial
+    `FeatureExtractor(...).settings`) applied."""
+    return dict(feature_lib.FeatureExtractor().settings, **(overrides or {}))
 
 
 def log_mel_frame_step(settings):
@@ -214,7 +220,7 @@ def model_inputs(deployable, waveforms, speaker_mean=None, speaker_std=None):
     speaker's statistics, repeated for each row, where the model takes them)."""
     batch, lengths = pad_waveforms(waveforms)
     inputs = [batch, lengths]
-    if len(deployable.inputs) == 4:
+    if "speaker_mean" in {tensor.name for tensor in deployable.inputs}:
         if speaker_mean is None or speaker_std is None:
             raise ValueError("This model was trained with each speaker's own statistics: "
                              "give speaker_mean and speaker_std (speaker_statistics)")
@@ -224,7 +230,7 @@ def model_inputs(deployable, waveforms, speaker_mean=None, speaker_std=None):
 
 
 def metadata(deployable, class_names, normalization, feature_settings=None, extra=None):
-    settings = dict(feature_lib.FeatureExtractor().settings, **(feature_settings or {}))
+    settings = _feature_settings(feature_settings)
     return {
         "format": "keras_hrf deployable model",
         "keras_hrf_version": __version__,

@@ -157,7 +157,10 @@ def test_a_killed_run_resumes_where_it_stopped(tmp_path, backend):
     goes on from epoch 2 with the best score it had; a third run reuses the
     finished fold without training."""
     output = tmp_path / "run"
-    args = ["--epochs", "3", "--hrf-expansion", "2", "--output", str(output),
+    # The lite SpeechFormer: the resume is the model's business not at all, and
+    # it traces in half the Conformer's time on TensorFlow.
+    args = ["--model", "speechformer", "--epochs", "3", "--hrf-expansion", "2",
+            "--output", str(output),
             "--deploy-formats", "none"]  # exports are tested on the `run` fixture
     first = _run_example(args, backend)
     metadata = None
@@ -214,8 +217,8 @@ def test_a_speaker_normalized_fold_trains_and_says_so(tmp_path):
     from keras_hrf import training
 
     example = _load_example("iemocap")
-    args = example.parse_args(["--epochs", "1", "--hrf-expansion", "2", "--normalize", "speaker",
-                               "--output", str(tmp_path)])
+    args = example.parse_args(["--model", "speechformer", "--epochs", "1", "--hrf-expansion", "2",
+                               "--normalize", "speaker", "--output", str(tmp_path)])
     manifest, synthetic = training.load_data(args, training.demo_root(str(tmp_path)))
     assert synthetic and manifest["speaker"].str.len().min() > 0
     classes = keras_hrf.datasets.class_names(manifest)
@@ -256,7 +259,8 @@ def test_a_corpus_of_mixed_lengths_trains_and_predicts_over_two_folds(tmp_path, 
     (tmp_path / "clips.csv").write_text("path,label,speaker,group\n" + "\n".join(rows) + "\n")
     output = tmp_path / "run"
     report = _load_example("iemocap").main(
-        ["--manifest", str(tmp_path / "clips.csv"), "--hrf-expansion", "0", "--epochs", "1",
+        ["--manifest", str(tmp_path / "clips.csv"), "--model", "speechformer",
+         "--hrf-expansion", "0", "--epochs", "1",
          "--batch-size", "4", "--folds", "s1,s2", "--output", str(output),
          "--deploy-formats", "keras"])
     assert [fold["test_group"] for fold in report["folds"]] == ["s1", "s2"]
