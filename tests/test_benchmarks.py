@@ -386,3 +386,60 @@ def test_the_deployed_benchmark_names_the_harness_command_when_weights_are_missi
     with pytest.raises(SystemExit, match=r"no trained weights for speakers \['03', .*'16'\].*"
                        r"accuracy\.py --model convtransformer --configs lite_plain --seeds 987"):
         deployed.main(["--model", "convtransformer", "--seed", "987"])
+
+
+def test_compare_pairs_each_architecture_with_the_baseline_and_the_reference(tmp_path, capsys):
+    """Each fold's value is the mean over its seeds; a missing seed is named;
+    runs of another recipe or configuration are not counted."""
+    import json
+
+    compare = _load("compare")
+    folds = ["1", "2", "3", "4"]
+    baseline = {"folds": folds, "folds_detail": [
+        {"test_group": g, "normalize": norm, "ua": ua, "wa": ua, "macro_f1": ua}
+        for norm, ua in (("train", 0.5), ("speaker", 0.9)) for g in folds]}
+    (tmp_path / "baseline").mkdir()
+    (tmp_path / "baseline" / "ravdess.json").write_text(json.dumps(baseline))
+    runs = tmp_path / "accuracy" / "ravdess" / "runs"
+    runs.mkdir(parents=True)
+
+    def write(name, ua):
+        (runs / name).write_text(json.dumps({"ua": ua, "wa": ua, "macro_f1": ua,
+                                             "train_seconds": 10.0, "params_deployed": 7}))
+
+    for g in folds:
+        write(f"ravdess_conformer_lite_plain_e20_seed0_fold{g}.json", 0.6)
+        write(f"ravdess_conformer_lite_plain_e20_seed1_fold{g}.json", 0.4 if g == "1" else 0.6)
+        write(f"ravdess_conformer_lite_hrf4_e20_seed0_fold{g}.json", 0.99)  # another config
+        write(f"ravdess_conformer_lite_plain_e20_speakernorm_seed0_fold{g}.json", 0.99)
+    for g in folds[:2]:
+        write(f"ravdess_speechformer_lite_plain_e20_seed0_fold{g}.json", 0.45)
+    report = compare.main(["--corpus", "ravdess", "--results", str(tmp_path),
+                           "--output", str(tmp_path / "out.json")])
+
+    conformer = report["architectures"]["conformer"]
+    assert conformer["runs"] == 8
+    assert conformer["ua"]["per_fold"] == pytest.approx({"1": 0.5, "2": 0.6, "3": 0.6, "4": 0.6})
+    assert conformer["ua"]["mean"] == pytest.approx(0.575)
+    assert conformer["per_seed_ua"]["1"] == {"mean": pytest.approx(0.55), "folds": 4}
+    against_baseline = report["paired"]["conformer"]["the classic baseline"]
+    assert against_baseline["wins"] == 3 and against_baseline["losses"] == 0
+    assert against_baseline["mean_difference"] == pytest.approx(0.075)
+    speechformer = report["paired"]["speechformer"]["the Conformer"]
+    assert speechformer["folds"] == 2 and speechformer["mean_difference"] == pytest.approx(-0.1)
+    assert report["architectures"]["convtransformer"]["runs"] == 0
+    printed = capsys.readouterr().out
+    assert "| ConvTransformer | | 0 | not measured" in printed
+    assert "seed 0: 0.4500 (2 of 4 folds)" in printed
+    assert json.loads((tmp_path / "out.json").read_text())["corpus"] == "ravdess"
+
+    speaker = compare.main(["--corpus", "ravdess", "--normalize", "speaker", "--results",
+                            str(tmp_path), "--output", str(tmp_path / "speaker.json")])
+    assert speaker["architectures"]["conformer"]["ua"]["mean"] == pytest.approx(0.99)
+    assert speaker["baseline"]["ua"]["mean"] == pytest.approx(0.9)
+
+
+def test_compare_names_a_missing_baseline(tmp_path):
+    compare = _load("compare")
+    with pytest.raises(SystemExit, match=r"no classic baseline at .*emodb\.json.*baseline\.py"):
+        compare.main(["--results", str(tmp_path)])

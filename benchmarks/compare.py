@@ -1,0 +1,182 @@
+"""The lite architectures against each other and against the classic baseline,
+from the runs `accuracy.py` and `baseline.py` wrote: RESULTS.md's per-corpus tables.
+
+    python benchmarks/compare.py --corpus emodb
+    python benchmarks/compare.py --corpus ravdess --normalize speaker
+
+Trains nothing. For each architecture: its runs of one configuration and recipe
+(default: `lite_plain`, the default recipe), each fold's UA, WA and macro-F1 as the
+mean over the seeds it has, then the mean over folds ± the spread over folds; the
+mean per seed (and on how many folds, where a seed is incomplete); paired
+differences fold by fold (each fold's mean over seeds) against the baseline and
+against the reference architecture, with wins/losses and a Wilcoxon signed-rank p
+(6 folds or more). Prints a Markdown table and writes the numbers as JSON.
+"""
+
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+from scipy import stats
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from accuracy import CONFIGS  # noqa: E402
+from accuracy import CORPORA  # noqa: E402
+from accuracy import HERE  # noqa: E402
+from accuracy import recorded_runs  # noqa: E402
+from report import write_report  # noqa: E402
+
+MODELS = ("conformer", "convtransformer", "speechformer")
+NAMES = {"conformer": "Conformer", "convtransformer": "ConvTransformer",
+         "speechformer": "SpeechFormer"}
+METRICS = ("ua", "wa", "macro_f1")
+
+
+def load_runs(runs_dir, prefix, model, config, recipe_suffix, folds):
+    """{fold: {seed: run}} of `model`'s runs named as accuracy.py names them."""
+    by_fold = {}
+    for _, seed, group in recorded_runs(runs_dir, f"{prefix}{model}_", recipe_suffix, folds):
+        if _ != config:
+            continue
+        path = os.path.join(runs_dir, f"{prefix}{model}_{config}{recipe_suffix}"
+                                      f"_seed{seed}_fold{group}.json")
+        with open(path) as handle:
+            by_fold.setdefault(group, {})[seed] = json.load(handle)
+    return by_fold
+
+
+def architecture_summary(by_fold, folds):
+    """Mean over folds (each fold: the mean over its seeds) and the spread."""
+    measured = [g for g in folds if g in by_fold]
+    per_fold = {k: {g: float(np.mean([r[k] for r in by_fold[g].values()])) for g in measured}
+                for k in METRICS}
+    seeds = sorted({s for g in measured for s in by_fold[g]})
+    runs = [r for g in measured for r in by_fold[g].values()]
+    return {
+        "runs": len(runs),
+        "folds_measured": measured,
+        "params_deployed": runs[0].get("params_deployed") if runs else None,
+        "mean_train_seconds": float(np.mean([r["train_seconds"] for r in runs])) if runs else None,
+        **{k: {"mean": float(np.mean(list(per_fold[k].values()))),
+               "std_over_folds": float(np.std(list(per_fold[k].values()))),
+               "per_fold": per_fold[k]} for k in METRICS if runs},
+        "per_seed_ua": {str(s): {"mean": float(np.mean([by_fold[g][s]["ua"] for g in measured
+                                                        if s in by_fold[g]])),
+                                 "folds": sum(1 for g in measured if s in by_fold[g])}
+                        for s in seeds},
+    }
+
+
+def paired(values, reference):
+    """values minus reference over their common folds."""
+    common = sorted(set(values) & set(reference))
+    if not common:
+        return None
+    differences = np.array([values[g] - reference[g] for g in common])
+    p = (float(stats.wilcoxon(differences).pvalue)
+         if len(common) >= 6 and np.any(differences != 0) else None)
+    return {"folds": len(common), "mean_difference": float(differences.mean()),
+            "wins": int(np.sum(differences > 0)), "losses": int(np.sum(differences < 0)),
+            "wilcoxon_p": p}
+
+
+def paired_text(result):
+    if result is None:
+        return "no common folds"
+    text = (f"{100 * result['mean_difference']:+.1f} points, {result['wins']}/"
+            f"{result['losses']} of {result['folds']}")
+    return text + (f", p = {result['wilcoxon_p']:.2f}" if result["wilcoxon_p"] is not None
+                   else "")
+
+
+def markdown(report):
+    folds = len(report["folds"])
+    lines = ["| lite model | deployed params | runs | UA | WA | macro-F1 | per seed (UA) "
+             "| s per run |", "| --- | ---: | ---: | ---: | ---: | ---: | --- | ---: |"]
+
+    def cells(summary):
+        return " | ".join(f"{summary[k]['mean']:.4f} ± {summary[k]['std_over_folds']:.3f}"
+                          for k in METRICS)
+
+    for model, summary in report["architectures"].items():
+        if not summary["runs"]:
+            lines.append(f"| {NAMES[model]} | | 0 | not measured | | | | |")
+            continue
+        seeds = "; ".join(
+            f"seed {s}: {v['mean']:.4f}" + ("" if v["folds"] == folds
+                                            else f" ({v['folds']} of {folds} folds)")
+            for s, v in summary["per_seed_ua"].items())
+        lines.append(f"| {NAMES[model]} | {summary['params_deployed']:,} | {summary['runs']} | "
+                     f"{cells(summary)} | {seeds} | {summary['mean_train_seconds']:.0f} |")
+    baseline = report["baseline"]
+    statistics = {"train": "training statistics", "speaker": "each speaker's own"}
+    lines.append(f"| classic baseline ({statistics[report['normalize']]}) | 88 features | "
+                 f"{folds} | {cells(baseline)} | | |")
+    lines.append("")
+    for model, comparisons in report["paired"].items():
+        for against, result in comparisons.items():
+            lines.append(f"- {NAMES[model]} against {against}, fold by fold: {paired_text(result)}")
+    return "\n".join(lines)
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--corpus", choices=sorted(CORPORA), default="emodb")
+    parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
+    parser.add_argument("--reference", choices=MODELS, default="conformer",
+                        help="the architecture the others are paired with")
+    parser.add_argument("--config", choices=sorted(CONFIGS), default="lite_plain")
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--normalize", choices=["train", "speaker"], default="train")
+    parser.add_argument("--results", default=os.path.join(HERE, "results"),
+                        help="the folder holding accuracy/ and baseline/")
+    parser.add_argument("--output", default=None,
+                        help="JSON file; default: <results>/accuracy/comparison_<corpus>_<normalize>.json")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    baseline_path = os.path.join(args.results, "baseline", f"{args.corpus}.json")
+    if not os.path.isfile(baseline_path):
+        sys.exit(f"compare.py: error: no classic baseline at {baseline_path}; run "
+                 f"`python benchmarks/baseline.py --corpus {args.corpus}` first")
+    with open(baseline_path) as handle:
+        baseline_report = json.load(handle)
+    folds = [str(g) for g in baseline_report["folds"]]
+    detail = {d["test_group"]: d for d in baseline_report["folds_detail"]
+              if d["normalize"] == args.normalize}
+    baseline = {k: {"mean": float(np.mean([detail[g][k] for g in folds])),
+                    "std_over_folds": float(np.std([detail[g][k] for g in folds])),
+                    "per_fold": {g: detail[g][k] for g in folds}} for k in METRICS}
+
+    corpus = CORPORA[args.corpus]
+    runs_dir = os.path.join(args.results, "accuracy", corpus["output"], "runs")
+    suffix = f"_e{args.epochs}" + ("" if args.normalize == "train" else f"_{args.normalize}norm")
+    architectures = {m: architecture_summary(
+        load_runs(runs_dir, corpus["prefix"], m, args.config, suffix, folds), folds)
+        for m in args.models}
+    comparisons = {}
+    for model, summary in architectures.items():
+        if not summary["runs"]:
+            continue
+        comparisons[model] = {"the classic baseline": paired(summary["ua"]["per_fold"],
+                                                             baseline["ua"]["per_fold"])}
+        reference = architectures.get(args.reference)
+        if model != args.reference and reference and reference["runs"]:
+            comparisons[model][f"the {NAMES[args.reference]}"] = paired(
+                summary["ua"]["per_fold"], reference["ua"]["per_fold"])
+    report = {"corpus": args.corpus, "config": args.config, "normalize": args.normalize,
+              "folds": folds, "architectures": architectures, "baseline": baseline,
+              "paired": comparisons}
+    print(markdown(report))
+    output = args.output or os.path.join(args.results, "accuracy",
+                                         f"comparison_{args.corpus}_{args.normalize}.json")
+    write_report(output, __file__, argv, **report)
+    return report
+
+
+if __name__ == "__main__":
+    main()
