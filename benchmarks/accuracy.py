@@ -66,6 +66,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from report import machine  # noqa: E402
+from report import paired_differences  # noqa: E402
 from report import write_report  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -286,24 +287,10 @@ def _process_alive(pid):
 
 def _paired_ua(runs, reference_runs):
     """UA of `runs` minus UA of `reference_runs` on the same seed and test speaker."""
-    import numpy as np
-    from scipy import stats
-
     reference = {(r["seed"], r["test_group"]): r for r in reference_runs}
-    pairs = [(r["ua"], reference[(r["seed"], r["test_group"])]["ua"]) for r in runs
-             if (r["seed"], r["test_group"]) in reference]
-    if not pairs:
-        return None
-    differences = np.array([a - b for a, b in pairs])
-    test = (stats.wilcoxon(differences) if np.any(differences != 0) and len(pairs) > 1
-            else None)
-    return {
-        "pairs": len(pairs), "mean_difference": float(differences.mean()),
-        "std_difference": float(differences.std()),
-        "wins": int(np.sum(differences > 0)), "ties": int(np.sum(differences == 0)),
-        "losses": int(np.sum(differences < 0)),
-        "wilcoxon_p": float(test.pvalue) if test is not None else None,
-    }
+    differences = [r["ua"] - reference[(r["seed"], r["test_group"])]["ua"] for r in runs
+                   if (r["seed"], r["test_group"]) in reference]
+    return paired_differences(differences) if differences else None
 
 
 def summarize(results):

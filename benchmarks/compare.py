@@ -19,13 +19,13 @@ import os
 import sys
 
 import numpy as np
-from scipy import stats
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from accuracy import CONFIGS  # noqa: E402
 from accuracy import CORPORA  # noqa: E402
 from accuracy import HERE  # noqa: E402
 from accuracy import recorded_runs  # noqa: E402
+from report import paired_differences  # noqa: E402
 from report import write_report  # noqa: E402
 
 MODELS = ("conformer", "convtransformer", "speechformer")
@@ -71,23 +71,18 @@ def architecture_summary(by_fold, folds):
 
 
 def paired(values, reference):
-    """values minus reference over their common folds."""
+    """values minus reference over their common folds (Wilcoxon from 6 folds)."""
     common = sorted(set(values) & set(reference))
     if not common:
         return None
-    differences = np.array([values[g] - reference[g] for g in common])
-    p = (float(stats.wilcoxon(differences).pvalue)
-         if len(common) >= 6 and np.any(differences != 0) else None)
-    return {"folds": len(common), "mean_difference": float(differences.mean()),
-            "wins": int(np.sum(differences > 0)), "losses": int(np.sum(differences < 0)),
-            "wilcoxon_p": p}
+    return paired_differences([values[g] - reference[g] for g in common], min_pairs_for_test=6)
 
 
 def paired_text(result):
     if result is None:
         return "no common folds"
     text = (f"{100 * result['mean_difference']:+.1f} points, {result['wins']}/"
-            f"{result['losses']} of {result['folds']}")
+            f"{result['losses']} of {result['pairs']} folds")
     return text + (f", p = {result['wilcoxon_p']:.2f}" if result["wilcoxon_p"] is not None
                    else "")
 

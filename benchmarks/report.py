@@ -32,6 +32,23 @@ def write_report(path, script, argv, machine_note=None, **fields):
     return report
 
 
+def paired_differences(differences, min_pairs_for_test=2):
+    """Mean, spread, wins/ties/losses and the Wilcoxon signed-rank p of paired
+    differences (`None` below `min_pairs_for_test` pairs or when all are zero)."""
+    import numpy as np
+    from scipy import stats
+
+    differences = np.asarray(differences, dtype=float)
+    test = (len(differences) >= min_pairs_for_test and np.any(differences != 0))
+    return {
+        "pairs": len(differences), "mean_difference": float(differences.mean()),
+        "std_difference": float(differences.std()),
+        "wins": int(np.sum(differences > 0)), "ties": int(np.sum(differences == 0)),
+        "losses": int(np.sum(differences < 0)),
+        "wilcoxon_p": float(stats.wilcoxon(differences).pvalue) if test else None,
+    }
+
+
 def xla_flops(model, frames=100):
     """Inference FLOPs of `frames` frames (100 = one second of audio) at batch 1,
     by XLA's cost analysis of the jit-compiled function (JAX backend only)."""

@@ -426,7 +426,7 @@ def test_compare_pairs_each_architecture_with_the_baseline_and_the_reference(tmp
     assert against_baseline["wins"] == 3 and against_baseline["losses"] == 0
     assert against_baseline["mean_difference"] == pytest.approx(0.075)
     speechformer = report["paired"]["speechformer"]["the Conformer"]
-    assert speechformer["folds"] == 2 and speechformer["mean_difference"] == pytest.approx(-0.1)
+    assert speechformer["pairs"] == 2 and speechformer["mean_difference"] == pytest.approx(-0.1)
     assert report["architectures"]["convtransformer"]["runs"] == 0
     printed = capsys.readouterr().out
     assert "| ConvTransformer | | 0 | not measured" in printed
