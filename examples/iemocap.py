@@ -23,7 +23,8 @@ to --output, each file atomically:
 
 SavedModel and LiteRT need the TensorFlow or JAX backend (Keras exports
 tf_saved_model from those two; LiteRT of the deployable model, TensorFlow);
-on other backends they are skipped with a message.
+on other backends they are skipped with a message. `--deploy-formats none`
+exports nothing: the run writes the .keras files and metrics only.
 
 Stopped runs resume: run the same command again. A fold that finished is
 reused from fold_*/ (its result.json is written last); a fold stopped in the
@@ -87,7 +88,8 @@ def parse_args(argv):
     parser.add_argument("--output", default=os.path.join("runs", "iemocap"), metavar="DIR")
     parser.add_argument("--deploy-formats", default=",".join(deploy.FORMATS), metavar="LIST",
                         help="formats of the deployable model in deploy/ (comma-separated: "
-                        f"{', '.join(deploy.FORMATS)}), or 'none'")
+                        f"{', '.join(deploy.FORMATS)}), or 'none': no exports at all (neither "
+                        "deploy/ nor saved_model/ and model.tflite), only the .keras files")
     args = parser.parse_args(argv)
     formats = [] if args.deploy_formats == "none" else args.deploy_formats.split(",")
     unknown = sorted(set(formats) - set(deploy.FORMATS))
@@ -331,10 +333,13 @@ def main(argv=None):
     for name, item in (("hrf.keras", model), ("merged.keras", merged)):
         with atomic_path(os.path.join(args.output, name)) as path:
             item.save(path)
-    with filtered_stderr():  # the LiteRT converter's progress notes
-        export = export_merged(merged, args.output)
-        if args.deploy_formats:
+    if args.deploy_formats:
+        with filtered_stderr():  # the LiteRT converter's progress notes
+            export = export_merged(merged, args.output)
             export["deploy"] = export_deployable(merged, classes, fold_results[0], args)
+    else:
+        export = {"saved_model": None, "tflite": None,
+                  "note": "no exports: --deploy-formats none"}
 
     summary = {
         kind: {m: float(np.mean([r[kind][m] for r in fold_results])) for m in ("wa", "ua", "macro_f1")}
@@ -368,7 +373,8 @@ def main(argv=None):
     if synthetic:
         print(DEMO_NOTICE)
     print(f"Wrote {args.output}/: metrics.json, confusion_matrix.svg, hrf.keras, merged.keras"
-          + (", saved_model/, model.tflite" if export.get("tflite") else "")
+          + (", saved_model/" if export.get("saved_model") else "")
+          + (", model.tflite" if export.get("tflite") else "")
           + (", deploy/ (" + ", ".join(export["deploy"]["files"].values()) + ")"
              if "deploy" in export else ""))
     if "deploy" in export:

@@ -189,6 +189,10 @@ def test_a_killed_run_resumes_where_it_stopped(tmp_path, backend):
     assert not (fold_dir / "backup").exists()  # removed by BackupAndRestore when done
     metrics = json.loads((output / "metrics.json").read_text())
     assert metrics["folds"][0]["merged"]["ua"] == result["merged"]["ua"]
+    # --deploy-formats none: the .keras files only, no exports.
+    assert (output / "merged.keras").is_file()
+    assert not any((output / name).exists() for name in ("saved_model", "model.tflite", "deploy"))
+    assert metrics["export"]["note"] == "no exports: --deploy-formats none"
 
     example = _load_example("iemocap")
     report = example.main(args)

@@ -280,6 +280,8 @@ def test_speechformer_reference_layout_tokens_positions_and_stage_norms():
     x = _features()
     _train_a_few_steps(model, x)
     merged = reparameterize(model)
+    # Every layer built: Keras' predict would otherwise call the model eagerly first.
+    assert [layer.name for layer in all_layers(merged) if not layer.built] == []
     assert_relative_close(infer(model, x), infer(merged, x), 1e-4)
     reloaded = keras.models.model_from_json(merged.to_json())
     assert reloaded.get_config()["positions"] == "attention"

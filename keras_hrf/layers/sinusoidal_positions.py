@@ -35,6 +35,10 @@ class SinusoidalPositionalEncoding(keras.layers.Layer):
         self.scale_inputs = scale_inputs
         self.max_wavelength = max_wavelength
         self.supports_masking = True
+        # No weights: built from the start (as Keras' Dropout is), so a model
+        # rebuilt from its config, a merged one among them, needs no eager build
+        # pass on its first predict (on JAX, one compilation per op).
+        self.built = True
 
     def call(self, inputs):
         frames, dim = ops.shape(inputs)[1], inputs.shape[-1]
