@@ -259,7 +259,7 @@ def claim(path):
 
 
 def recorded_runs(runs_dir, prefix, recipe_suffix, folds):
-    """(config, seed, test speaker) of each run file in `runs_dir` named
+    """(config, seed, test speaker, path) of each run file in `runs_dir` named
     `<prefix><config><recipe_suffix>_seed<seed>_fold<speaker>.json` for a speaker
     in `folds`, in CONFIGS order, then seed, then speaker. The suffix ends with
     the recipe tag, so runs of another recipe never match."""
@@ -270,7 +270,8 @@ def recorded_runs(runs_dir, prefix, recipe_suffix, folds):
     for name in os.listdir(runs_dir) if os.path.isdir(runs_dir) else []:
         match = pattern.fullmatch(name)
         if match and match["group"] in folds:
-            found.append((match["config"], int(match["seed"]), match["group"]))
+            found.append((match["config"], int(match["seed"]), match["group"],
+                          os.path.join(runs_dir, name)))
     order = list(CONFIGS)
     return sorted(found, key=lambda run: (order.index(run[0]), run[1], run[2]))
 
@@ -507,8 +508,8 @@ def main(argv=None):
     recorded = recorded_runs(runs_dir, f"{args.prefix}{args.model}_", f"_e{args.epochs}{tag}",
                              folds)
     results = []
-    for run in recorded:
-        with open(run_path(*run)) as handle:
+    for _, _, _, path in recorded:
+        with open(path) as handle:
             results.append(json.load(handle))
     summary = summarize(results)
     print_summary(summary)

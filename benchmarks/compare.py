@@ -37,12 +37,10 @@ METRICS = ("ua", "wa", "macro_f1")
 def load_runs(runs_dir, prefix, model, config, recipe_suffix, folds):
     """{fold: {seed: run}} of `model`'s runs named as accuracy.py names them."""
     by_fold = {}
-    for run_config, seed, group in recorded_runs(runs_dir, f"{prefix}{model}_", recipe_suffix,
-                                                 folds):
+    for run_config, seed, group, path in recorded_runs(runs_dir, f"{prefix}{model}_",
+                                                       recipe_suffix, folds):
         if run_config != config:
             continue
-        path = os.path.join(runs_dir, f"{prefix}{model}_{config}{recipe_suffix}"
-                                      f"_seed{seed}_fold{group}.json")
         with open(path) as handle:
             by_fold.setdefault(group, {})[seed] = json.load(handle)
     return by_fold
