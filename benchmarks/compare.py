@@ -127,7 +127,8 @@ def parse_args(argv):
     parser.add_argument("--results", default=os.path.join(HERE, "results"),
                         help="the folder holding accuracy/ and baseline/")
     parser.add_argument("--output", default=None,
-                        help="JSON file; default: <results>/accuracy/comparison_<corpus>_<normalize>.json")
+                        help="JSON file; default: <results>/accuracy/comparison_<corpus>_<normalize>"
+                             "[_e<epochs>].json")
     return parser.parse_args(argv)
 
 
@@ -162,12 +163,15 @@ def main(argv=None):
         if model != args.reference and reference and reference["runs"]:
             comparisons[model][f"the {NAMES[args.reference]}"] = paired(
                 summary["ua"]["per_fold"], reference["ua"]["per_fold"])
-    report = {"corpus": args.corpus, "config": args.config, "normalize": args.normalize,
+    report = {"corpus": args.corpus, "config": args.config, "epochs": args.epochs,
+              "normalize": args.normalize,
               "folds": folds, "architectures": architectures, "baseline": baseline,
               "paired": comparisons}
     print(markdown(report))
+    # Another length of training gets its own file, as accuracy.py's summaries do.
+    epochs = "" if args.epochs == 20 else f"_e{args.epochs}"
     output = args.output or os.path.join(args.results, "accuracy",
-                                         f"comparison_{args.corpus}_{args.normalize}.json")
+                                         f"comparison_{args.corpus}_{args.normalize}{epochs}.json")
     write_report(output, __file__, argv, **report)
     return report
 

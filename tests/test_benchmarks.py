@@ -438,6 +438,14 @@ def test_compare_pairs_each_architecture_with_the_baseline_and_the_reference(tmp
     assert speaker["architectures"]["conformer"]["ua"]["mean"] == pytest.approx(0.99)
     assert speaker["baseline"]["ua"]["mean"] == pytest.approx(0.9)
 
+    # Another number of epochs is its own table and file; the default's stays.
+    write("ravdess_conformer_lite_plain_e40_seed0_fold1.json", 0.7)
+    longer = compare.main(["--corpus", "ravdess", "--epochs", "40", "--results", str(tmp_path)])
+    assert longer["architectures"]["conformer"]["ua"]["per_fold"] == {"1": pytest.approx(0.7)}
+    written = json.loads((tmp_path / "accuracy" / "comparison_ravdess_train_e40.json").read_text())
+    assert written["architectures"]["conformer"]["runs"] == 1
+    assert not (tmp_path / "accuracy" / "comparison_ravdess_train.json").exists()
+
 
 def test_compare_names_a_missing_baseline(tmp_path):
     compare = _load("compare")
