@@ -98,7 +98,9 @@ def test_saved_model_and_litert_give_the_keras_predictions(run, backend):
         assert "LiteRT could not convert the jax backend" in report["export"]["note"]
         assert not (output / "model.tflite").exists()
         return
-    interpreter = tf.lite.Interpreter(model_path=str(output / "model.tflite"))
+    from ai_edge_litert.interpreter import Interpreter  # tf.lite's is deprecated
+
+    interpreter = Interpreter(model_path=str(output / "model.tflite"))
     entry = interpreter.get_input_details()[0]
     interpreter.resize_tensor_input(entry["index"], x.shape)
     interpreter.allocate_tensors()
