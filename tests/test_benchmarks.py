@@ -451,3 +451,21 @@ def test_compare_names_a_missing_baseline(tmp_path):
     compare = _load("compare")
     with pytest.raises(SystemExit, match=r"no classic baseline at .*emodb\.json.*baseline\.py"):
         compare.main(["--results", str(tmp_path)])
+
+
+def test_utterance_cut_counts_speech_past_the_cut_and_the_padded_frames_it_saves():
+    cut = _load("utterance_cut")
+    rate = 16000
+    time = np.arange(5 * rate) / rate
+    tone = np.sin(2 * np.pi * 200 * time).astype("float32")
+    speech_then_silence = np.where(time < 2.0, tone, 0.0).astype("float32")
+    assert cut.speech_past(speech_then_silence, rate, 4.0) == (100, 0)
+    speech_at_the_end = np.where(time >= 4.5, tone, 1e-4 * tone).astype("float32")
+    past, speech = cut.speech_past(speech_at_the_end, rate, 4.0)
+    assert past == 100 and speech == 50
+
+    # Two 1.5 s clips and one 4.5 s clip in batches of 3: 3 x 500 frames uncut,
+    # 3 x 400 cut at 4 s (training pads to whole seconds).
+    lengths = [150, 150, 450]
+    assert cut.padded_frames(lengths, None, batch_size=3, epochs=2) == 1500
+    assert cut.padded_frames(lengths, 400, batch_size=3, epochs=2) == 1200
