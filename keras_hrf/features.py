@@ -194,9 +194,9 @@ class PaddedBatches(keras.utils.PyDataset):
         if self.shuffle and len(rows) < self.batch_size:
             rows = np.concatenate([rows, self.order[: self.batch_size - len(rows)]])
         items = [self.features[i] for i in rows]
+        if self.max_frames is not None:  # cut first: the rounding below only pads
+            items = [item[: self.max_frames] for item in items]
         frames = max(len(item) for item in items)
-        if self.max_frames is not None:
-            frames = min(frames, self.max_frames)
         if self.frame_multiple:
             frames = -(-frames // self.frame_multiple) * self.frame_multiple
         batch = pad_batch(items, max_frames=frames)

@@ -81,6 +81,10 @@ def test_padded_batches_round_lengths_up_and_keep_labels():
     cut = PaddedBatches(items, batch_size=4, max_frames=120, frame_multiple=None)
     (x,) = cut[0]
     assert x.shape == (4, 120, 3)
+    # Cut at max_frames, then padded to the multiple: frames past the cut stay zero.
+    (x,) = PaddedBatches(items, batch_size=4, max_frames=150, frame_multiple=100)[0]
+    assert x.shape == (4, 200, 3)
+    assert np.all(x[2, :150] == 1) and np.all(x[2, 150:] == 0)
 
 
 def test_shuffled_batches_are_full_and_cover_every_utterance():
