@@ -66,7 +66,8 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=5, help="steps an epoch")
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--machine-note", help="what else ran on the machine")
-    parser.add_argument("--output", default="benchmarks/results/optimizer_overhead.json")
+    parser.add_argument("--output", default=None, help="default: benchmarks/results/"
+                        "optimizer_overhead.json (--quick: optimizer_overhead_quick.json)")
     parser.add_argument("--child", choices=OPTIMIZERS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     frames = int(args.seconds * 100)
@@ -96,7 +97,10 @@ def main(argv=None):
     for key in ("first_epoch_s", "median_later_epoch_s"):
         summary[f"{key}_saved_fraction"] = round(1 - summary["recipe"][key] / summary["keras"][key], 3)
     print(json.dumps(summary, indent=2))
-    return write_report(args.output, __file__, argv, args.machine_note, backend="tensorflow",
+    output = args.output or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
+                                         "optimizer_overhead_quick.json" if args.quick
+                                         else "optimizer_overhead.json")
+    return write_report(output, __file__, argv, args.machine_note, backend="tensorflow",
                         batch_size=args.batch_size, seconds_per_example=args.seconds,
                         steps_per_epoch=args.steps, epochs=args.epochs, rows=rows, summary=summary)
 

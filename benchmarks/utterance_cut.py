@@ -74,10 +74,12 @@ def main(argv=None):
     features, usable, skipped = training.extract_features(
         manifest, os.path.join(HERE, "results", "accuracy", CORPORA[args.corpus]["output"],
                                "scratch", "feature_cache"))
-    lengths = [len(f) for f in features]
+    # Unreadable clips are named by extract_features and left out, as training does.
+    lengths = [len(features[i]) for i in usable]
+    paths = [manifest["path"].iat[i] for i in usable]
     cut_frames = int(round(args.seconds * 100))
     past_total = past_speech = longer = 0
-    for path, frames in zip(manifest["path"], lengths):
+    for path, frames in zip(paths, lengths):
         if frames <= cut_frames:
             continue
         longer += 1
@@ -88,7 +90,7 @@ def main(argv=None):
     full = padded_frames(lengths, None, args.batch_size, epochs=5)
     cut = padded_frames(lengths, cut_frames, args.batch_size, epochs=5)
     result = {
-        "clips": len(lengths), "clips_longer": longer,
+        "clips": len(lengths), "clips_skipped": len(skipped), "clips_longer": longer,
         "seconds": {"min": min(lengths) / 100, "median": float(np.median(lengths)) / 100,
                     "max": max(lengths) / 100},
         "share_of_frames_cut": float(sum(max(n - cut_frames, 0) for n in lengths) / sum(lengths)),
