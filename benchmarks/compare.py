@@ -28,6 +28,11 @@ from accuracy import recorded_runs  # noqa: E402
 from report import paired_differences  # noqa: E402
 from report import write_report  # noqa: E402
 
+from keras_hrf.recipe import Recipe  # noqa: E402
+
+# As accuracy.py's summaries: the recipe's default epochs name no suffix.
+DEFAULT_EPOCHS = Recipe().epochs
+
 MODELS = ("conformer", "convtransformer", "speechformer")
 NAMES = {"conformer": "Conformer", "convtransformer": "ConvTransformer",
          "speechformer": "SpeechFormer"}
@@ -122,7 +127,7 @@ def parse_args(argv):
     parser.add_argument("--reference", choices=MODELS, default="conformer",
                         help="the architecture the others are paired with")
     parser.add_argument("--config", choices=sorted(CONFIGS), default="lite_plain")
-    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS)
     parser.add_argument("--normalize", choices=["train", "speaker"], default="train")
     parser.add_argument("--results", default=os.path.join(HERE, "results"),
                         help="the folder holding accuracy/ and baseline/")
@@ -169,7 +174,7 @@ def main(argv=None):
               "paired": comparisons}
     print(markdown(report))
     # Another length of training gets its own file, as accuracy.py's summaries do.
-    epochs = "" if args.epochs == 20 else f"_e{args.epochs}"
+    epochs = "" if args.epochs == DEFAULT_EPOCHS else f"_e{args.epochs}"
     output = args.output or os.path.join(args.results, "accuracy",
                                          f"comparison_{args.corpus}_{args.normalize}{epochs}.json")
     write_report(output, __file__, argv, **report)
