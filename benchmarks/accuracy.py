@@ -24,9 +24,11 @@ The recipe is the package's (`keras_hrf.recipe`, the same flags as
 `examples/iemocap.py`): 80 log-Mel bins normalized with the training speakers'
 statistics (`--normalize speaker`: each speaker's own), SpecAugment in the
 model, AdamW with a linear warm-up and cosine decay (weight decay 0.05), batch
-16, 20 epochs, utterances cut to 7.5 s. A changed recipe's runs and summary
+16, 40 epochs, utterances cut to 7.5 s. A changed recipe's runs and summary
 carry the change in their file names (`..._lr0.0003_seed0_fold03.json`,
-`summary_lr0.0003.json`), so recipes never mix. (EmoDB runs before 2026-12-01
+`summary_e40_lr0.0003.json`), so recipes never mix. Run names always carry
+their epochs; summaries carry them unless they are 20, the first tables'
+length (`summary.json` is 20 epochs, `summary_e40.json` the default). (EmoDB runs before 2026-12-01
 cut at 4 s, which changes nothing there: every EmoDB clip lasts 2 s; they
 applied the same SpecAugment masks to the batches in NumPy.)
 
@@ -78,6 +80,10 @@ CORPORA = {
     "ravdess": dict(root=os.path.join(SHARED_DATA, "ravdess"), output="ravdess",
                     prefix="ravdess_"),
 }
+
+# Summaries and comparisons of this many epochs carry no epochs in their file
+# names: the first tables' length, the recipe's default until 2026-12-02.
+UNSUFFIXED_EPOCHS = 20
 
 CONFIGS = {
     "lite_plain": dict(size="lite", hrf_expansion=None),
@@ -431,7 +437,6 @@ def parse_args(argv):
         corpus_output, args.prefix = corpus["output"], corpus["prefix"]
     if args.output is None:
         args.output = os.path.join(HERE, "results", "accuracy", corpus_output)
-    args.epochs_default = parser.get_default("epochs")
     return args
 
 
@@ -517,8 +522,9 @@ def main(argv=None):
         print(f"{len(missing)} of the {len(plan)} planned runs are not on disk and not in "
               f"this summary, among them {missing[0]}", flush=True)
     # Run names always carry the epochs; the summary's only when they are not
-    # the default, and the model's only when it is not the Conformer (as before).
-    if args.epochs != args.epochs_default:
+    # 20, and the model's only when it is not the Conformer, so that the files
+    # written before the default moved keep their names and meaning.
+    if args.epochs != UNSUFFIXED_EPOCHS:
         tag = f"_e{args.epochs}{tag}"
     if args.model != "conformer":
         tag = f"_{args.model}{tag}"

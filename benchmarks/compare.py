@@ -24,13 +24,13 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from accuracy import CONFIGS  # noqa: E402
 from accuracy import CORPORA  # noqa: E402
 from accuracy import HERE  # noqa: E402
+from accuracy import UNSUFFIXED_EPOCHS  # noqa: E402
 from accuracy import recorded_runs  # noqa: E402
 from report import paired_differences  # noqa: E402
 from report import write_report  # noqa: E402
 
 from keras_hrf.recipe import Recipe  # noqa: E402
 
-# As accuracy.py's summaries: the recipe's default epochs name no suffix.
 DEFAULT_EPOCHS = Recipe().epochs
 
 MODELS = ("conformer", "convtransformer", "speechformer")
@@ -133,7 +133,7 @@ def parse_args(argv):
                         help="the folder holding accuracy/ and baseline/")
     parser.add_argument("--output", default=None,
                         help="JSON file; default: <results>/accuracy/comparison_<corpus>_<normalize>"
-                             "[_e<epochs>].json")
+                             "[_e<epochs>].json (no _e for 20 epochs, the first tables' length)")
     return parser.parse_args(argv)
 
 
@@ -174,7 +174,8 @@ def main(argv=None):
               "paired": comparisons}
     print(markdown(report))
     # Another length of training gets its own file, as accuracy.py's summaries do.
-    epochs = "" if args.epochs == DEFAULT_EPOCHS else f"_e{args.epochs}"
+    # As accuracy.py's summaries: 20-epoch files carry no epochs in their names.
+    epochs = "" if args.epochs == UNSUFFIXED_EPOCHS else f"_e{args.epochs}"
     output = args.output or os.path.join(args.results, "accuracy",
                                          f"comparison_{args.corpus}_{args.normalize}{epochs}.json")
     write_report(output, __file__, argv, **report)

@@ -8,7 +8,9 @@ Any of KerasTuner's own tuners runs it, alone or distributed with KerasTuner's
 chief/worker oracle (`KERASTUNER_TUNER_ID`, `KERASTUNER_ORACLE_IP`,
 `KERASTUNER_ORACLE_PORT`):
 
-    hypermodel = keras_hrf.tuning.HRFHyperModel(num_classes=4, expansions=(0, 2, 4))
+    hypermodel = keras_hrf.tuning.HRFHyperModel(           # the schedule spans 10 epochs
+        num_classes=4, expansions=(0, 2, 4), recipe=keras_hrf.recipe.Recipe(epochs=10),
+        steps_per_epoch=len(train_batches))
     tuner = keras_hrf.tuning.make_tuner("random", hypermodel, max_trials=8,
                                         directory="runs/tune", project_name="search")
     tuner.search(train_batches, validation_data=validation_batches, epochs=10)

@@ -70,19 +70,19 @@ def test_summarize_only_trains_nothing_and_lists_the_missing_runs(tmp_path):
     runs_dir = tmp_path / "runs"
     runs_dir.mkdir()
     for config, ua in (("lite_plain", 0.5), ("lite_hrf4", 0.6)):
-        (runs_dir / f"conformer_{config}_e20_seed0_fold03.json").write_text(
+        (runs_dir / f"conformer_{config}_e40_seed0_fold03.json").write_text(
             json.dumps(_run(config, 0, "03", ua)))
     report = accuracy.main(["--summarize-only", "--emodb", EMODB, "--output", str(tmp_path),
                             "--configs", "lite_plain", "lite_hrf4", "--seeds", "0",
                             "--folds", "03,08"])
-    assert sorted(os.listdir(runs_dir)) == ["conformer_lite_hrf4_e20_seed0_fold03.json",
-                                           "conformer_lite_plain_e20_seed0_fold03.json"]
+    assert sorted(os.listdir(runs_dir)) == ["conformer_lite_hrf4_e40_seed0_fold03.json",
+                                           "conformer_lite_plain_e40_seed0_fold03.json"]
     assert report["planned_runs"] == 4
-    assert sorted(report["missing_runs"]) == ["conformer_lite_hrf4_e20_seed0_fold08.json",
-                                              "conformer_lite_plain_e20_seed0_fold08.json"]
+    assert sorted(report["missing_runs"]) == ["conformer_lite_hrf4_e40_seed0_fold08.json",
+                                              "conformer_lite_plain_e40_seed0_fold08.json"]
     paired = report["summary"]["lite_hrf4"]["paired_ua_vs_baseline"]
     assert paired["pairs"] == 1 and paired["mean_difference"] == pytest.approx(0.1)
-    assert json.loads((tmp_path / "summary.json").read_text())["missing_runs"] == report["missing_runs"]
+    assert json.loads((tmp_path / "summary_e40.json").read_text())["missing_runs"] == report["missing_runs"]
 
 
 @pytest.mark.skipif(not os.path.isdir(EMODB), reason="../shared/data/emodb is not beside the project")
@@ -93,9 +93,9 @@ def test_a_changed_recipe_names_its_own_runs_and_summary(tmp_path):
     runs_dir = tmp_path / "runs"
     runs_dir.mkdir()
     # A default-recipe run on disk must not be read as the tuned recipe's.
-    (runs_dir / "conformer_lite_plain_e20_seed0_fold03.json").write_text(
+    (runs_dir / "conformer_lite_plain_e40_seed0_fold03.json").write_text(
         json.dumps(_run("lite_plain", 0, "03", 0.5)))
-    tuned = "conformer_lite_plain_e20_lr0.0003_dropout0.3_speakernorm_seed0_fold03.json"
+    tuned = "conformer_lite_plain_e40_lr0.0003_dropout0.3_speakernorm_seed0_fold03.json"
     (runs_dir / tuned).write_text(json.dumps(_run("lite_plain", 0, "03", 0.7)))
     report = accuracy.main(["--summarize-only", "--emodb", EMODB, "--output", str(tmp_path),
                             "--configs", "lite_plain", "--seeds", "0", "--folds", "03",
@@ -104,13 +104,16 @@ def test_a_changed_recipe_names_its_own_runs_and_summary(tmp_path):
     assert report["missing_runs"] == []
     assert report["summary"]["lite_plain"]["ua"]["mean"] == pytest.approx(0.7)
     assert (report["learning_rate"], report["dropout"], report["normalize"]) == (3e-4, 0.3, "speaker")
-    assert (tmp_path / "summary_lr0.0003_dropout0.3_speakernorm.json").is_file()
-    assert not (tmp_path / "summary.json").exists()
-    # Another number of epochs does not overwrite the default recipe's summary either.
-    accuracy.main(["--summarize-only", "--emodb", EMODB, "--output", str(tmp_path),
-                   "--configs", "lite_plain", "--seeds", "0", "--folds", "03", "--epochs", "40"])
-    assert (tmp_path / "summary_e40.json").is_file()
-    assert not (tmp_path / "summary.json").exists()
+    assert (tmp_path / "summary_e40_lr0.0003_dropout0.3_speakernorm.json").is_file()
+    assert not (tmp_path / "summary_e40.json").exists()
+    # Another number of epochs does not overwrite the default recipe's summary
+    # either; 20 epochs, the first tables' length, keeps its unsuffixed name.
+    short = accuracy.main(["--summarize-only", "--emodb", EMODB, "--output", str(tmp_path),
+                           "--configs", "lite_plain", "--seeds", "0", "--folds", "03",
+                           "--epochs", "20"])
+    assert short["missing_runs"] == ["conformer_lite_plain_e20_seed0_fold03.json"]
+    assert (tmp_path / "summary.json").is_file()
+    assert not (tmp_path / "summary_e40.json").exists()
 
 
 def test_normalize_speaker_reaches_the_fold():
@@ -160,7 +163,7 @@ def test_other_corpora_keep_their_runs_apart_and_name_every_recipe_change(tmp_pa
     write_ravdess(str(tmp_path / "ravdess"), actors=(1, 2, 3, 4))
     output = tmp_path / "out"
     (output / "runs").mkdir(parents=True)
-    name = "ravdess_speechformer_lite_plain_e20_sgd_wd0.0005_clip1_nospecaug_max4s" \
+    name = "ravdess_speechformer_lite_plain_e40_sgd_wd0.0005_clip1_nospecaug_max4s" \
            "_layersperstage1-1-1-1_normalizefirstTrue_seed0_fold1.json"
     (output / "runs" / name).write_text(json.dumps(_run("lite_plain", 0, "1", 0.4)))
     report = accuracy.main(
@@ -174,7 +177,7 @@ def test_other_corpora_keep_their_runs_apart_and_name_every_recipe_change(tmp_pa
     assert report["missing_runs"] == [name.replace("fold1", "fold2")]
     assert report["recipe"]["optimizer"] == "sgd" and report["recipe"]["spec_augment"] is False
     assert report["model_options"] == {"normalize_first": True, "layers_per_stage": [1, 1, 1, 1]}
-    assert (output / "summary_speechformer_sgd_wd0.0005_clip1_nospecaug_max4s"
+    assert (output / "summary_speechformer_e40_sgd_wd0.0005_clip1_nospecaug_max4s"
                       "_layersperstage1-1-1-1_normalizefirstTrue.json").is_file()
 
 
@@ -193,7 +196,7 @@ def test_a_manifest_gives_any_corpus_its_folds(tmp_path):
                             "--output", str(tmp_path / "out"), "--configs", "lite_plain",
                             "--seeds", "0"])
     assert report["corpus"] == "mine" and report["folds"] == ["north", "south", "west"]
-    assert report["missing_runs"][0] == "mine_conformer_lite_plain_e20_seed0_foldnorth.json"
+    assert report["missing_runs"][0] == "mine_conformer_lite_plain_e40_seed0_foldnorth.json"
 
 
 def test_a_run_is_claimed_by_one_live_process_and_a_dead_ones_claim_is_taken_over(tmp_path):
@@ -303,9 +306,9 @@ def test_the_summary_covers_every_run_of_the_recipe_not_only_the_plan(tmp_path):
     for config, seed, fold, ua in (("lite_plain", 0, "03", 0.5), ("lite_plain", 1, "03", 0.4),
                                    ("lite_hrf4", 1, "03", 0.6), ("lite_hrf4_bn", 0, "03", 0.7),
                                    ("lite_hrf4", 1, "08", 0.9)):
-        (runs_dir / f"conformer_{config}_e20_speakernorm_seed{seed}_fold{fold}.json").write_text(
+        (runs_dir / f"conformer_{config}_e40_speakernorm_seed{seed}_fold{fold}.json").write_text(
             json.dumps(_run(config, seed, fold, ua)))
-    (runs_dir / "conformer_lite_hrf4_e20_seed1_fold03.json").write_text(  # another recipe
+    (runs_dir / "conformer_lite_hrf4_e40_seed1_fold03.json").write_text(  # another recipe
         json.dumps(_run("lite_hrf4", 1, "03", 0.1)))
     report = accuracy.main(["--summarize-only", "--emodb", EMODB, "--output", str(tmp_path),
                             "--configs", "lite_plain", "--seeds", "0", "--folds", "03",
@@ -408,12 +411,12 @@ def test_compare_pairs_each_architecture_with_the_baseline_and_the_reference(tmp
                                              "train_seconds": 10.0, "params_deployed": 7}))
 
     for g in folds:
-        write(f"ravdess_conformer_lite_plain_e20_seed0_fold{g}.json", 0.6)
-        write(f"ravdess_conformer_lite_plain_e20_seed1_fold{g}.json", 0.4 if g == "1" else 0.6)
-        write(f"ravdess_conformer_lite_hrf4_e20_seed0_fold{g}.json", 0.99)  # another config
-        write(f"ravdess_conformer_lite_plain_e20_speakernorm_seed0_fold{g}.json", 0.99)
+        write(f"ravdess_conformer_lite_plain_e40_seed0_fold{g}.json", 0.6)
+        write(f"ravdess_conformer_lite_plain_e40_seed1_fold{g}.json", 0.4 if g == "1" else 0.6)
+        write(f"ravdess_conformer_lite_hrf4_e40_seed0_fold{g}.json", 0.99)  # another config
+        write(f"ravdess_conformer_lite_plain_e40_speakernorm_seed0_fold{g}.json", 0.99)
     for g in folds[:2]:
-        write(f"ravdess_speechformer_lite_plain_e20_seed0_fold{g}.json", 0.45)
+        write(f"ravdess_speechformer_lite_plain_e40_seed0_fold{g}.json", 0.45)
     report = compare.main(["--corpus", "ravdess", "--results", str(tmp_path),
                            "--output", str(tmp_path / "out.json")])
 
@@ -438,13 +441,16 @@ def test_compare_pairs_each_architecture_with_the_baseline_and_the_reference(tmp
     assert speaker["architectures"]["conformer"]["ua"]["mean"] == pytest.approx(0.99)
     assert speaker["baseline"]["ua"]["mean"] == pytest.approx(0.9)
 
-    # Another number of epochs is its own table and file; the default's stays.
-    write("ravdess_conformer_lite_plain_e40_seed0_fold1.json", 0.7)
-    longer = compare.main(["--corpus", "ravdess", "--epochs", "40", "--results", str(tmp_path)])
-    assert longer["architectures"]["conformer"]["ua"]["per_fold"] == {"1": pytest.approx(0.7)}
-    written = json.loads((tmp_path / "accuracy" / "comparison_ravdess_train_e40.json").read_text())
-    assert written["architectures"]["conformer"]["runs"] == 1
-    assert not (tmp_path / "accuracy" / "comparison_ravdess_train.json").exists()
+    # Another number of epochs is its own table and file: 20, the first
+    # tables' length, keeps the unsuffixed name; the default's is _e40.
+    write("ravdess_conformer_lite_plain_e20_seed0_fold1.json", 0.7)
+    shorter = compare.main(["--corpus", "ravdess", "--epochs", "20", "--results", str(tmp_path)])
+    assert shorter["architectures"]["conformer"]["ua"]["per_fold"] == {"1": pytest.approx(0.7)}
+    written = json.loads((tmp_path / "accuracy" / "comparison_ravdess_train.json").read_text())
+    assert written["architectures"]["conformer"]["runs"] == 1 and written["epochs"] == 20
+    assert not (tmp_path / "accuracy" / "comparison_ravdess_train_e40.json").exists()
+    compare.main(["--corpus", "ravdess", "--results", str(tmp_path)])
+    assert (tmp_path / "accuracy" / "comparison_ravdess_train_e40.json").is_file()
 
 
 def test_compare_names_a_missing_baseline(tmp_path):
