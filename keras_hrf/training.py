@@ -162,9 +162,22 @@ def extract_features(manifest, cache_dir):
     return features, usable, skipped
 
 
+def official_test_groups(manifest):
+    """The groups a corpus' official split tests on: those whose rows are all
+    `split == "test"`, when other rows are `"train"` (MSP-Podcast's Test1 and
+    Test2, M3ED's test shows, DAIC-WOZ's test participants). Empty for a
+    corpus without official splits."""
+    if "split" not in manifest or not (manifest["split"] == "train").any():
+        return []
+    split_of = manifest.groupby("group")["split"].agg(lambda s: set(s))
+    return sorted(g for g, splits in split_of.items() if g and splits == {"test"})
+
+
 def choose_folds(manifest, requested, synthetic):
     """The test groups to run: "all", a comma-separated list of group names or
-    1-based numbers, or None (all; the first group only for the demo)."""
+    1-based numbers, or None (all; the first group only for the demo). Where
+    the corpus has official splits, "all" is its test groups
+    (`official_test_groups`); others can still be named."""
     groups = sorted(g for g in manifest["group"].unique() if g)
     if len(groups) < 2:
         raise datasets.DatasetError(
@@ -175,7 +188,7 @@ def choose_folds(manifest, requested, synthetic):
     if requested is None:
         requested = groups[0] if synthetic else "all"
     if requested == "all":
-        return groups
+        return official_test_groups(manifest) or groups
     chosen = []
     for item in str(requested).split(","):
         item = item.strip()
@@ -188,12 +201,27 @@ def choose_folds(manifest, requested, synthetic):
     return chosen
 
 
+# Split names that mean validation: the manifest's "val", DAIC-WOZ's "dev".
+VALIDATION_SPLITS = ("val", "dev")
+
+
 def split_rows(manifest, test_group, usable, seed):
     """Test: the rows of `test_group`. Validation: 10 % of the other rows,
-    stratified by class (for checkpoint selection and tuning). Training: the rest."""
+    stratified by class (for checkpoint selection and tuning). Training: the rest.
+
+    Where `test_group` is one of the corpus' official test groups
+    (`official_test_groups`), its official protocol instead: training = the
+    `"train"` rows, validation = the `"val"` (or `"dev"`) rows (if there are
+    none, 10 % of the training rows), and the other test groups' rows unused."""
     rng = np.random.default_rng(seed)
     test = [i for i in usable if manifest["group"].iat[i] == test_group]
     rest = [i for i in usable if manifest["group"].iat[i] != test_group]
+    if test_group in official_test_groups(manifest):
+        split = manifest["split"]
+        rest = [i for i in usable if split.iat[i] == "train"]
+        official_validation = [i for i in usable if split.iat[i] in VALIDATION_SPLITS]
+        if official_validation:
+            return rest, official_validation, test
     validation = []
     for label in sorted(set(manifest["label"].iloc[rest])):
         rows = [i for i in rest if manifest["label"].iat[i] == label]

@@ -134,3 +134,56 @@ def write_ravdess(root, actors=(1, 2, 3, 4), extension="wav"):
             write_tone(path, seconds=0.3, frequency=100.0 + 40 * emotion)
             paths.append(path)
     return paths
+
+
+def write_crema_d(root, actors=(1001, 1002, 1003, 1004), sexes=None):
+    """`root/AudioWAV/<ActorID>_<Sentence>_<Emotion>_<Level>.wav` in the
+    release's layout: per actor, the six emotions of sentence DFA (at level
+    XX, angry also at HI) and neutral IEO at XX. With `sexes` ({actor:
+    "Male"|"Female"}), also `root/VideoDemographics.csv`. Returns the paths."""
+    paths = []
+    for actor in actors:
+        takes = [("DFA", emotion, "XX") for emotion in ("ANG", "DIS", "FEA", "HAP", "NEU", "SAD")]
+        takes += [("DFA", "ANG", "HI"), ("IEO", "NEU", "XX")]
+        for sentence, emotion, level in takes:
+            path = os.path.join(root, "AudioWAV", f"{actor}_{sentence}_{emotion}_{level}.wav")
+            write_tone(path, seconds=0.3)
+            paths.append(path)
+    if sexes:
+        with open(os.path.join(root, "VideoDemographics.csv"), "w") as handle:
+            handle.write("ActorID,Age,Sex,Race,Ethnicity\n")
+            handle.writelines(f"{actor},30,{sex},Caucasian,Not Hispanic\n"
+                              for actor, sex in sexes.items())
+    return paths
+
+
+# (FileName, EmoClass, Split_Set, SpkrID) of write_msp_podcast: every set has
+# the four usual classes; O, X and a contempt row must be left out and counted.
+MSP_PODCAST_ROWS = [
+    (f"MSP-PODCAST_{podcast:04d}_{segment:04d}.wav", code, split, speaker)
+    for podcast, split, speaker in ((1, "Train", "11"), (2, "Train", "12"),
+                                    (3, "Development", "13"), (4, "Test1", "14"),
+                                    (5, "Test2", "Unknown"))
+    for segment, code in enumerate(("A", "S", "H", "N", "A", "N"), 1)
+] + [("MSP-PODCAST_0001_0007.wav", "O", "Train", "11"),
+     ("MSP-PODCAST_0001_0008.wav", "X", "Train", "11"),
+     ("MSP-PODCAST_0002_0007.wav", "C", "Train", "12")]
+
+
+def write_msp_podcast(root, partitions=False):
+    """`root/Audios/*.wav` and `root/Labels/labels_consensus.csv` in the
+    release's layout (the rows of `MSP_PODCAST_ROWS`, EmoAct = the row number
+    / 10 + 1). With `partitions`, an older release: the CSV has no
+    Split_Set, `root/Partitions.txt` gives it."""
+    os.makedirs(os.path.join(root, "Labels"), exist_ok=True)
+    lines = ["FileName,EmoClass,EmoAct,EmoVal,EmoDom,SpkrID,Gender"
+             + ("" if partitions else ",Split_Set")]
+    for number, (name, code, split, speaker) in enumerate(MSP_PODCAST_ROWS):
+        write_tone(os.path.join(root, "Audios", name), seconds=0.3)
+        lines.append(f"{name},{code},{number / 10 + 1:.1f},4.0,3.5,{speaker},Female"
+                     + ("" if partitions else f",{split}"))
+    with open(os.path.join(root, "Labels", "labels_consensus.csv"), "w") as handle:
+        handle.write("\n".join(lines) + "\n")
+    if partitions:
+        with open(os.path.join(root, "Partitions.txt"), "w") as handle:
+            handle.writelines(f"{split}; {name}\n" for name, _, split, _ in MSP_PODCAST_ROWS)

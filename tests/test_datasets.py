@@ -3,9 +3,12 @@ import os
 import numpy as np
 import pandas as pd
 import pytest
+from fixtures import MSP_PODCAST_ROWS
+from fixtures import write_crema_d
 from fixtures import write_daic_woz
 from fixtures import write_iemocap
 from fixtures import write_m3ed
+from fixtures import write_msp_podcast
 from fixtures import write_ravdess
 from fixtures import write_tone
 
@@ -14,10 +17,12 @@ from keras_hrf.datasets import MANIFEST_COLUMNS
 from keras_hrf.datasets import DatasetError
 from keras_hrf.datasets import class_names
 from keras_hrf.datasets import from_folder
+from keras_hrf.datasets import load_crema_d
 from keras_hrf.datasets import load_daic_woz
 from keras_hrf.datasets import load_emodb
 from keras_hrf.datasets import load_iemocap
 from keras_hrf.datasets import load_m3ed
+from keras_hrf.datasets import load_msp_podcast
 from keras_hrf.datasets import load_ravdess
 from keras_hrf.datasets import ravdess_fold
 from keras_hrf.datasets import participant_votes
@@ -93,10 +98,12 @@ def test_ravdess_names_what_is_wrong(tmp_path):
     with pytest.raises(DatasetError, match="No RAVDESS speech clips"):
         load_ravdess(tmp_path)
     write_ravdess(str(tmp_path), actors=(1,))
-    write_tone(str(tmp_path / "Actor_01" / "03-02-01-01-01-01-01.wav"))  # song, not speech
-    with pytest.raises(DatasetError, match=r"1 audio file\(s\).*03-02-01-01-01-01-01\.wav"):
+    write_tone(str(tmp_path / "Actor_01" / "03-02-01-01-01-01-01.wav"))  # song: left out, counted
+    assert load_ravdess(tmp_path).attrs["excluded"] == {"song (vocal channel 02), not speech": 1}
+    write_tone(str(tmp_path / "Actor_01" / "03-01-01-01-01-01-1.wav"))  # not the release's name
+    with pytest.raises(DatasetError, match=r"1 audio file\(s\).*03-01-01-01-01-01-1\.wav"):
         load_ravdess(tmp_path)
-    os.remove(tmp_path / "Actor_01" / "03-02-01-01-01-01-01.wav")
+    os.remove(tmp_path / "Actor_01" / "03-01-01-01-01-01-1.wav")
     write_tone(str(tmp_path / "Actor_01" / "03-01-01-01-01-02-07.wav"))  # actor 7's take
     with pytest.raises(DatasetError, match="the name says actor 07, the folder Actor_01"):
         load_ravdess(tmp_path)
@@ -272,3 +279,101 @@ def test_daic_woz_segments_become_features_of_their_length(tmp_path):
     assert not skipped
     assert features[0].shape == (1 + int(2.5 * 16000) // 160, 80)  # 2.5 s turn
     assert features[1].shape[0] == 1 + int(7.0 * 16000) // 160      # a third of 21 s
+
+
+def test_crema_d_from_the_release_layout(tmp_path):
+    actors = list(range(1001, 1011))
+    sexes = {a: "Female" if a in (1002, 1003, 1005, 1008) else "Male" for a in actors}
+    written = write_crema_d(str(tmp_path), actors=actors, sexes=sexes)
+    manifest = load_crema_d(tmp_path)
+    assert len(manifest) == len(written) == 10 * 8
+    assert class_names(manifest) == ["angry", "disgust", "fear", "happy", "neutral", "sad"]
+    assert (manifest["label"] == "angry").sum() == 20 and (manifest["label"] == "neutral").sum() == 20
+    fold_of = manifest.groupby("speaker")["group"].first()
+    assert sorted(fold_of.unique()) == ["1", "2", "3", "4", "5"]
+    assert fold_of.value_counts().tolist() == [2] * 5  # 10 actors, 5 folds
+    women = fold_of[[f"actor{a}" for a in actors if sexes[a] == "Female"]]
+    assert women.nunique() == 4  # 4 women in 4 different folds, not piled up
+    # The AudioWAV folder itself, no demographics, leave-one-actor-out.
+    one_out = load_crema_d(tmp_path / "AudioWAV", folds=None)
+    assert sorted(one_out["group"].unique()) == [f"actor{a}" for a in actors]
+    plain = load_crema_d(tmp_path / "AudioWAV", folds=2)
+    assert plain.groupby("speaker")["group"].first()["actor1001"] == "1"
+
+
+def test_crema_d_names_what_is_wrong(tmp_path):
+    with pytest.raises(DatasetError, match="CREMA-D audio folder not found"):
+        load_crema_d(tmp_path)
+    (tmp_path / "AudioWAV").mkdir()
+    with pytest.raises(DatasetError, match="No CREMA-D clips"):
+        load_crema_d(tmp_path)
+    write_crema_d(str(tmp_path), actors=(1001,))
+    for bad in ("1001_DFA_BOR_XX.wav", "1001_XYZ_ANG_XX.wav", "0999_DFA_ANG_XX.wav"):
+        write_tone(str(tmp_path / "AudioWAV" / bad))
+        with pytest.raises(DatasetError, match=rf"1 \.wav file\(s\).*{bad}"):
+            load_crema_d(tmp_path)
+        os.remove(tmp_path / "AudioWAV" / bad)
+    with pytest.raises(DatasetError, match="folds must be an integer >= 2"):
+        load_crema_d(tmp_path, folds=1)
+    (tmp_path / "VideoDemographics.csv").write_text("Actor,Gender\n1001,Male\n")
+    with pytest.raises(DatasetError, match="VideoDemographics.csv: needs the columns ActorID and Sex"):
+        load_crema_d(tmp_path)
+
+
+@pytest.mark.parametrize("partitions", [False, True])
+def test_msp_podcast_with_its_official_splits(tmp_path, partitions):
+    write_msp_podcast(str(tmp_path), partitions=partitions)
+    manifest = load_msp_podcast(tmp_path)
+    assert len(manifest) == 5 * 6
+    assert manifest.attrs["excluded"] == {"EmoClass O (other)": 1, "EmoClass X (no agreement)": 1,
+                                          "class contempt not chosen": 1}
+    assert manifest.attrs["split_source"].endswith(
+        "Partitions.txt" if partitions else "labels_consensus.csv")
+    assert class_names(manifest) == ["angry", "happy", "neutral", "sad"]
+    by_group = manifest.groupby("group")["split"].agg(set).to_dict()
+    assert by_group == {"Train": {"train"}, "Development": {"val"}, "Test1": {"test"},
+                        "Test2": {"test"}}
+    first = manifest.iloc[0]
+    assert (first["activation"], first["valence"], first["dominance"]) == (1.0, 4.0, 3.5)
+    assert manifest["activation"].iloc[7] == pytest.approx(1.7)
+    assert set(manifest["speaker"][manifest["group"] == "Test2"]) == {""}  # "Unknown"
+    assert set(manifest["speaker"][manifest["group"] == "Train"]) == {"11", "12"}
+    every = load_msp_podcast(tmp_path, classes=None)
+    assert len(every) == 31 and "contempt" in set(every["label"])
+    # A manifest CSV keeps the dimensional columns.
+    manifest.to_csv(tmp_path / "msp.csv", index=False)
+    again = read_manifest(tmp_path / "msp.csv")
+    assert again["valence"].tolist() == manifest["valence"].tolist()
+
+
+def test_msp_podcast_names_what_is_wrong(tmp_path):
+    with pytest.raises(DatasetError, match="MSP-Podcast labels not found"):
+        load_msp_podcast(tmp_path)
+    write_msp_podcast(str(tmp_path))
+    with pytest.raises(DatasetError, match=r"classes \['joy'\] are not MSP-Podcast's"):
+        load_msp_podcast(tmp_path, classes=("joy",))
+    labels = tmp_path / "Labels" / "labels_consensus.csv"
+    original = labels.read_text()
+    for old, new, message in (
+            (",Test2", ",Test9", r"unknown Split_Set value\(s\) \['Test9'\]"),
+            (",A,", ",Q,", r"unknown EmoClass value\(s\) \['Q'\]"),
+            (",A,1.0,", ",A,high,", r"EmoAct of MSP-PODCAST_0001_0001.wav is 'high'"),
+            ("SpkrID", "Speaker", r"lacks the column\(s\) \['SpkrID'\]")):
+        labels.write_text(original.replace(old, new, 1))
+        with pytest.raises(DatasetError, match=message):
+            load_msp_podcast(tmp_path)
+    labels.write_text(original)
+    os.remove(tmp_path / "Audios" / MSP_PODCAST_ROWS[3][0])
+    with pytest.raises(DatasetError, match=r"(?s)1 audio file\(s\).*MSP-PODCAST_0001_0004.wav"):
+        load_msp_podcast(tmp_path)
+    older = tmp_path / "older"
+    write_msp_podcast(str(older), partitions=True)
+    (older / "Partitions.txt").write_text("Train MSP-PODCAST_0001_0001.wav\n")
+    with pytest.raises(DatasetError, match=r"Partitions.txt, line 1: expected '<Split_Set>; <FileName>'"):
+        load_msp_podcast(older)
+    (older / "Partitions.txt").write_text("Train; MSP-PODCAST_0001_0001.wav\n")
+    with pytest.raises(DatasetError, match=r"file\(s\) have no split in .*Partitions.txt"):
+        load_msp_podcast(older)
+    os.remove(older / "Partitions.txt")
+    with pytest.raises(DatasetError, match="no Split_Set column and .*Partitions.txt does not exist"):
+        load_msp_podcast(older)

@@ -42,6 +42,37 @@ def test_split_keeps_the_test_group_out_and_validates_every_class():
     assert sorted(manifest["label"].iloc[validation]) == ["a", "a", "b", "b"]
 
 
+def test_official_splits_give_the_folds_and_the_training_rows(tmp_path):
+    """MSP-Podcast's protocol: train on Train, select on Development, test each
+    test set; a group that is not an official test set keeps the group
+    cross-validation."""
+    from fixtures import write_msp_podcast
+
+    from keras_hrf.datasets import load_msp_podcast
+
+    write_msp_podcast(str(tmp_path))
+    manifest = load_msp_podcast(tmp_path)
+    assert training.official_test_groups(manifest) == ["Test1", "Test2"]
+    assert training.choose_folds(manifest, None, synthetic=False) == ["Test1", "Test2"]
+    assert training.choose_folds(manifest, "Train", synthetic=False) == ["Train"]
+    usable = list(range(len(manifest)))
+    group = manifest["group"]
+    train, validation, test = training.split_rows(manifest, "Test1", usable, seed=0)
+    assert set(group.iloc[train]) == {"Train"} and len(train) == (group == "Train").sum()
+    assert set(group.iloc[validation]) == {"Development"}
+    assert set(group.iloc[test]) == {"Test1"}  # Test2 unused
+    unusable = [i for i in usable if group.iat[i] != "Development"]
+    train, validation, _ = training.split_rows(manifest, "Test1", unusable, seed=0)
+    assert set(group.iloc[train + validation]) == {"Train"} and len(validation) == 4
+    train, validation, test = training.split_rows(manifest, "Train", usable, seed=0)
+    assert set(group.iloc[train + validation]) == {"Development", "Test1", "Test2"}
+    # DAIC-WOZ names its validation split "dev"; no split column: no protocol.
+    daic = manifest.assign(split=manifest["split"].replace("val", "dev"))
+    assert set(daic["group"].iloc[training.split_rows(daic, "Test2", usable, 0)[1]]) == {
+        "Development"}
+    assert training.official_test_groups(_manifest()) == []
+
+
 def test_prepare_fold_normalizes_with_training_rows_only():
     manifest = _manifest()
     rng = np.random.default_rng(0)

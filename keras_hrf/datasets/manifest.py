@@ -9,6 +9,9 @@ Columns (`MANIFEST_COLUMNS`):
     group    fold unit: session (IEMOCAP), speaker (EmoDB), ... (may be empty)
     split    "train" / "val" / "test" where the corpus defines one, else empty
 
+and, where a corpus rates them (MSP-Podcast), the optional dimensional columns
+`DIMENSION_COLUMNS`: activation, valence, dominance.
+
 Loaders put the rows they left out on purpose (labels outside the chosen class
 set) in `manifest.attrs["excluded"]`, a {reason: count} dict, so that nothing
 disappears without a count.
@@ -20,6 +23,7 @@ import re
 import pandas as pd
 
 MANIFEST_COLUMNS = ("path", "start", "end", "label", "speaker", "group", "split")
+DIMENSION_COLUMNS = ("activation", "valence", "dominance")
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
 
 
@@ -28,8 +32,13 @@ class DatasetError(ValueError):
 
 
 def make_manifest(rows, excluded=None):
-    """A manifest from a list of dicts (missing columns get their empty value)."""
-    frame = pd.DataFrame(list(rows), columns=list(MANIFEST_COLUMNS))
+    """A manifest from a list of dicts (missing columns get their empty value;
+    the dimensional columns are kept where the rows have them)."""
+    rows = list(rows)
+    dimensions = [c for c in DIMENSION_COLUMNS if any(c in row for row in rows)]
+    frame = pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS) + dimensions)
+    for column in dimensions:
+        frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
     for column in ("start", "end"):
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
     for column in ("speaker", "group", "split"):
@@ -58,11 +67,11 @@ def read_manifest(csv_path):
             f"Manifest {csv_path} lacks the column(s) {missing_columns}; "
             f"it has {list(frame.columns)}"
         )
-    unknown = [c for c in frame.columns if c not in MANIFEST_COLUMNS]
+    unknown = [c for c in frame.columns if c not in MANIFEST_COLUMNS + DIMENSION_COLUMNS]
     if unknown:
         raise DatasetError(
             f"Manifest {csv_path} has unknown column(s) {unknown}; "
-            f"the columns are {list(MANIFEST_COLUMNS)}"
+            f"the columns are {list(MANIFEST_COLUMNS + DIMENSION_COLUMNS)}"
         )
     empty_labels = frame.index[frame["label"].isna()].tolist()
     if empty_labels:

@@ -19,6 +19,7 @@ RAVDESS_EMOTIONS = {
 }
 # Modality 03 (audio only) and vocal channel 01 (speech); song is channel 02.
 _NAME = re.compile(r"^03-01-(0[1-8])-(0[12])-(0[12])-(0[12])-(\d\d)\.(wav|flac)$", re.IGNORECASE)
+_SONG = re.compile(r"^03-02-\d\d-\d\d-\d\d-\d\d-\d\d\.(wav|flac)$", re.IGNORECASE)
 
 
 def ravdess_fold(actor, folds=4):
@@ -40,6 +41,9 @@ def load_ravdess(root, folds=4):
             (4: the 4 speaker-disjoint folds of 6 actors); None: the actor
             (leave-one-actor-out, 24 folds).
 
+    Song files (`03-02-...`, the song release unpacked into the same folders)
+    are left out and counted in `attrs["excluded"]`.
+
     Raises:
         DatasetError: no such folder, no clip, a file whose name is not the
             release's, or one filed under another actor's folder.
@@ -53,13 +57,16 @@ def load_ravdess(root, folds=4):
     if folds is not None and (not isinstance(folds, int) or folds < 2):
         raise DatasetError(f"load_ravdess: folds must be an integer >= 2 or None, "
                            f"received folds={folds!r}")
-    rows, foreign = [], []
+    rows, foreign, songs = [], [], 0
     for folder in _actor_folders(root):
         for name in sorted(os.listdir(os.path.join(root, folder))):
             path = os.path.join(root, folder, name)
             if not name.lower().endswith((".wav", ".flac")):
                 continue
             match = _NAME.match(name)
+            if not match and _SONG.match(name):
+                songs += 1  # the song release in the same folders: not speech
+                continue
             if not match:
                 foreign.append(os.path.join(folder, name))
                 continue
@@ -76,7 +83,7 @@ def load_ravdess(root, folds=4):
             f"03-01-EE-II-SS-RR-AA naming, e.g. {foreign[:5]}")
     if not rows:
         raise DatasetError(f"No RAVDESS speech clips (Actor_NN/03-01-*.wav or .flac) in {root}")
-    return make_manifest(rows)
+    return make_manifest(rows, {"song (vocal channel 02), not speech": songs} if songs else {})
 
 
 def _actor_folders(root):
