@@ -34,6 +34,7 @@ are refused rather than mixed.
 """
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -53,6 +54,7 @@ from keras_hrf import training  # noqa: E402
 from keras_hrf.atomic import atomic_path  # noqa: E402
 from keras_hrf.audio import AudioError  # noqa: E402
 from keras_hrf.datasets.demo import DEMO_NOTICE  # noqa: E402
+from keras_hrf.distribute import DataParallel  # noqa: E402
 from keras_hrf.features import PaddedBatches  # noqa: E402
 from keras_hrf.metrics import classification_report  # noqa: E402
 
@@ -85,6 +87,10 @@ def parse_args(argv):
                        help='"all", or a comma-separated list of test groups (names or '
                        "1-based numbers); default: all, or the first group for the demo")
     train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--distribute", action="store_true",
+                       help="data-parallel training over every device of this host (JAX: "
+                       "keras.distribution.DataParallel; TensorFlow: MirroredStrategy); "
+                       "--batch-size stays the global batch")
     parser.add_argument("--output", default=os.path.join("runs", "iemocap"), metavar="DIR")
     parser.add_argument("--deploy-formats", default=",".join(deploy.FORMATS), metavar="LIST",
                         help="formats of the deployable model in deploy/ (comma-separated: "
@@ -97,6 +103,7 @@ def parse_args(argv):
         parser.error(f"--deploy-formats: unknown {unknown}; choose from {list(deploy.FORMATS)} "
                      "or 'none'")
     args.deploy_formats = formats
+    args.data_parallel = None  # main() sets it up for --distribute
     if args.hrf_expansion < 0:
         parser.error(f"--hrf-expansion must be >= 0, received {args.hrf_expansion}")
     if args.learning_rate is None:
@@ -106,8 +113,10 @@ def parse_args(argv):
     return args
 
 
-def predict(model, inputs, batch_size):
-    return model.predict(PaddedBatches(inputs, batch_size=batch_size).for_keras(), verbose=0)
+def predict(model, inputs, batch_size, batch_multiple=1):
+    # Data-parallel batches repeat rows to fill every replica: keep the real ones.
+    batches = PaddedBatches(inputs, batch_size=batch_size, batch_multiple=batch_multiple)
+    return model.predict(batches.for_keras(), verbose=0)[: len(inputs)]
 
 
 def load_finished_fold(fold_dir):
@@ -130,11 +139,14 @@ def run_fold(args, manifest, classes, features, test_group, usable, fold_dir):
     fold = training.prepare_fold(manifest, classes, features, test_group, usable,
                                  args.seed, args.max_seconds, normalize=args.normalize)
     keras.utils.set_random_seed(args.seed)
-    model = training.build_model(args.model, len(classes), fold.input_dim, args.recipe,
-                                 size=args.size, hrf_expansion=args.hrf_expansion or None,
-                                 hrf_norm=args.hrf_norm)
-    training.compile_for_training(model, len(classes), args.recipe,
-                                  fold.steps_per_epoch(args.batch_size), model_name=args.model)
+    data_parallel = args.data_parallel
+    replicas = data_parallel.num_replicas if data_parallel else 1
+    with data_parallel.scope() if data_parallel else contextlib.nullcontext():
+        model = training.build_model(args.model, len(classes), fold.input_dim, args.recipe,
+                                     size=args.size, hrf_expansion=args.hrf_expansion or None,
+                                     hrf_norm=args.hrf_norm)
+        training.compile_for_training(model, len(classes), args.recipe,
+                                      fold.steps_per_epoch(args.batch_size), model_name=args.model)
     backup = os.path.join(fold_dir, "backup")
     resuming = os.path.isdir(backup)
     checkpoint = training.BestWeightsCheckpoint(
@@ -143,25 +155,28 @@ def run_fold(args, manifest, classes, features, test_group, usable, fold_dir):
     if resuming:
         print(f"Fold {test_group}: resuming from {backup} (best val_ua so far: {checkpoint.best})")
     started = time.time()
-    model.fit(
-        fold.batches("train", args.batch_size, shuffle=True, seed=args.seed),
-        validation_data=fold.batches("validation", args.batch_size),
-        epochs=args.epochs,
-        shuffle=False,  # the batches reshuffle themselves each epoch
-        verbose=training.fit_verbosity(),
-        callbacks=[
-            checkpoint,  # before the backup: a resumed run knows the best score
-            keras.callbacks.BackupAndRestore(backup, double_checkpoint=True),
-            keras.callbacks.TensorBoard(os.path.join(fold_dir, "logs")),
-        ],
-    )
+    with (data_parallel.synchronized_batch_norm(model) if data_parallel
+          else contextlib.nullcontext()):
+        model.fit(
+            fold.batches("train", args.batch_size, shuffle=True, seed=args.seed),
+            validation_data=fold.batches("validation", args.batch_size,
+                                         batch_multiple=replicas),
+            epochs=args.epochs,
+            shuffle=False,  # the batches reshuffle themselves each epoch
+            verbose=training.fit_verbosity(),
+            callbacks=[
+                checkpoint,  # before the backup: a resumed run knows the best score
+                keras.callbacks.BackupAndRestore(backup, double_checkpoint=True),
+                keras.callbacks.TensorBoard(os.path.join(fold_dir, "logs")),
+            ],
+        )
     train_seconds = time.time() - started
     model.load_weights(checkpoint.filepath)
 
     test_inputs, test_labels = fold.inputs["test"], fold.labels["test"]
-    hrf_logits = predict(model, test_inputs, args.batch_size)
+    hrf_logits = predict(model, test_inputs, args.batch_size, replicas)
     merged = keras_hrf.reparameterize(model)
-    merged_logits = predict(merged, test_inputs, args.batch_size)
+    merged_logits = predict(merged, test_inputs, args.batch_size, replicas)
     difference = float(np.max(np.abs(hrf_logits - merged_logits)))
     scale = float(np.max(np.abs(hrf_logits)))
     hrf_report = classification_report(test_labels, hrf_logits.argmax(-1), classes)
@@ -175,7 +190,7 @@ def run_fold(args, manifest, classes, features, test_group, usable, fold_dir):
         "test_group": test_group,
         "train_rows": len(fold.rows["train"]), "validation_rows": len(fold.rows["validation"]),
         "test_rows": len(fold.rows["test"]),
-        "train_seconds": round(train_seconds, 1),
+        "train_seconds": round(train_seconds, 1), "replicas": replicas,
         "best_epoch": checkpoint.best_epoch, "best_val_ua": checkpoint.best,
         "max_abs_logit_difference": difference,
         "params_hrf": model.count_params(), "params_merged": merged.count_params(),
@@ -303,6 +318,22 @@ def confusion_svg(matrix, classes, title):
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.distribute:
+        try:
+            args.data_parallel = DataParallel()
+            args.data_parallel.check_batch_size(args.batch_size)
+        except ValueError as error:
+            raise SystemExit(f"--distribute: {error}") from None
+        print(f"Data-parallel training over {args.data_parallel.num_replicas} device(s); "
+              f"global batch {args.batch_size}")
+    try:
+        return _main(args)
+    finally:
+        if args.data_parallel:
+            args.data_parallel.close()  # JAX: Keras' global distribution
+
+
+def _main(args):
     settings = training.run_settings(args, RUN_SETTINGS)
     training.check_run_settings(args.output, settings)
     os.makedirs(args.output, exist_ok=True)
@@ -349,7 +380,7 @@ def main(argv=None):
         "data": training.data_description(args),
         "synthetic": synthetic,
         "backend": keras.backend.backend(),
-        "args": {k: v for k, v in vars(args).items() if k != "recipe"},
+        "args": {k: v for k, v in vars(args).items() if k not in ("recipe", "data_parallel")},
         "recipe": dataclasses.asdict(args.recipe),
         "classes": classes,
         "excluded_by_loader": manifest.attrs.get("excluded", {}),

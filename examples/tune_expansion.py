@@ -57,6 +57,7 @@ from keras_hrf import tuning  # noqa: E402
 from keras_hrf.atomic import atomic_path  # noqa: E402
 from keras_hrf.audio import AudioError  # noqa: E402
 from keras_hrf.datasets.demo import DEMO_NOTICE  # noqa: E402
+from keras_hrf.distribute import DataParallel  # noqa: E402
 from keras_hrf.features import PaddedBatches  # noqa: E402
 from keras_hrf.metrics import classification_report  # noqa: E402
 
@@ -121,6 +122,10 @@ def parse_args(argv):
                         help="test group held out from the search (name or 1-based number); "
                         "default: the first")
     search.add_argument("--seed", type=int, default=0)
+    search.add_argument("--distribute", action="store_true",
+                        help="train each trial data-parallel over every device of this "
+                        "host (JAX, TensorFlow; see keras_hrf.distribute); "
+                        "--batch-size stays the global batch")
     parser.add_argument("--output", default=os.path.join("runs", "tune"), metavar="DIR")
     # --epochs: per trial (Hyperband: the most epochs of a trial); the learning
     # rate is searched (--learning-rates), so the recipe's own is left out.
@@ -153,6 +158,7 @@ def parse_args(argv):
         tuning.HRFHyperModel(2, **args.hypermodel_options)  # checks the space now
     except ValueError as error:
         parser.error(str(error))
+    args.data_parallel = None  # main() sets it up for --distribute
     return args
 
 
@@ -175,12 +181,18 @@ def best_model(tuner, fold, args):
         print(f"Best trial's checkpoint not readable here ({error}); retraining it")
     hp = tuner.get_best_hyperparameters(1)[0]
     model = tuner.hypermodel.build(hp)
-    model.fit(fold.batches("train", args.batch_size, shuffle=True, seed=args.seed),
-              validation_data=fold.batches("validation", args.batch_size),
-              epochs=hp.values.get("tuner/epochs", args.epochs),
-              shuffle=False,  # the batches reshuffle themselves each epoch
-              verbose=training.fit_verbosity())
+    tuner.hypermodel.fit(hp, model, fold.batches("train", args.batch_size, shuffle=True,
+                                                 seed=args.seed),
+                         validation_data=fold.batches("validation", args.batch_size,
+                                                      batch_multiple=_replicas(args)),
+                         epochs=hp.values.get("tuner/epochs", args.epochs),
+                         shuffle=False,  # the batches reshuffle themselves each epoch
+                         verbose=training.fit_verbosity())
     return model, True
+
+
+def _replicas(args):
+    return args.data_parallel.num_replicas if args.data_parallel else 1
 
 
 def write_reports(tuner, fold, args, synthetic):
@@ -203,9 +215,12 @@ def write_reports(tuner, fold, args, synthetic):
     if merged.count_params() != plain_params:
         raise SystemExit(f"The merged model has {merged.count_params():,} parameters, "
                          f"the plain model {plain_params:,}")
-    batches = PaddedBatches(fold.inputs["test"], batch_size=args.batch_size).for_keras()
-    hrf_logits = model.predict(batches, verbose=0)
-    merged_logits = merged.predict(batches, verbose=0)
+    # Data-parallel batches repeat rows to fill every replica: keep the real ones.
+    test_rows = len(fold.inputs["test"])
+    batches = PaddedBatches(fold.inputs["test"], batch_size=args.batch_size,
+                            batch_multiple=_replicas(args)).for_keras()
+    hrf_logits = model.predict(batches, verbose=0)[:test_rows]
+    merged_logits = merged.predict(batches, verbose=0)[:test_rows]
     difference = float(np.max(np.abs(hrf_logits - merged_logits)))
     with atomic_path(os.path.join(args.output, "best_merged.keras")) as path:
         merged.save(path)
@@ -247,6 +262,22 @@ def write_reports(tuner, fold, args, synthetic):
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.distribute:
+        try:
+            args.data_parallel = DataParallel()
+            args.data_parallel.check_batch_size(args.batch_size)
+        except ValueError as error:
+            raise SystemExit(f"--distribute: {error}") from None
+        print(f"Data-parallel trials over {args.data_parallel.num_replicas} device(s); "
+              f"global batch {args.batch_size}")
+    try:
+        return _main(args)
+    finally:
+        if args.data_parallel:
+            args.data_parallel.close()  # JAX: Keras' global distribution
+
+
+def _main(args):
     settings = training.run_settings(args, RUN_SETTINGS)
     training.check_run_settings(args.output, settings)
     os.makedirs(args.output, exist_ok=True)
@@ -265,12 +296,14 @@ def main(argv=None):
 
     hypermodel = tuning.HRFHyperModel(len(classes), fold.input_dim,
                                       steps_per_epoch=fold.steps_per_epoch(args.batch_size),
+                                      data_parallel=args.data_parallel,
                                       **args.hypermodel_options)
     tuner = tuning.make_tuner(args.tuner, hypermodel, args.max_trials, max_epochs=args.epochs,
                               seed=args.seed + 1, directory=args.output, project_name="search")
     tuner.search(
         fold.batches("train", args.batch_size, shuffle=True, seed=args.seed),
-        validation_data=fold.batches("validation", args.batch_size),
+        validation_data=fold.batches("validation", args.batch_size,
+                                     batch_multiple=_replicas(args)),
         epochs=args.epochs,
         shuffle=False,  # the batches reshuffle themselves each epoch
         verbose=training.fit_verbosity(),

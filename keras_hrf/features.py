@@ -170,10 +170,16 @@ class PaddedBatches(keras.utils.PyDataset):
         frame_multiple: Pad each batch's length up to a multiple of this many
             frames (100: one second), so that compiled backends see a few
             shapes instead of one per utterance length.
+        batch_multiple: Fill a batch up to a multiple of this many rows (the
+            data-parallel replicas, which each take an equal share) by
+            repeating its first rows. With labels, every batch then carries
+            sample weights, 0 for the repeats, so metrics count each
+            utterance once; predictions of the repeats come last: keep the
+            first `len(features)`.
     """
 
     def __init__(self, features, labels=None, batch_size=16, shuffle=False,
-                 max_frames=None, frame_multiple=100, seed=0, **kwargs):
+                 max_frames=None, frame_multiple=100, seed=0, batch_multiple=1, **kwargs):
         super().__init__(**kwargs)
         self.features = features
         self.labels = None if labels is None else np.asarray(labels, dtype=np.int32)
@@ -181,6 +187,10 @@ class PaddedBatches(keras.utils.PyDataset):
         self.shuffle = shuffle
         self.max_frames = max_frames
         self.frame_multiple = frame_multiple
+        if not isinstance(batch_multiple, int) or batch_multiple < 1:
+            raise ValueError(f"PaddedBatches: batch_multiple must be a positive integer, "
+                             f"received batch_multiple={batch_multiple!r}")
+        self.batch_multiple = batch_multiple
         self.rng = np.random.default_rng(seed)
         self.order = np.arange(len(features))
         if shuffle:
@@ -193,6 +203,9 @@ class PaddedBatches(keras.utils.PyDataset):
         rows = self.order[index * self.batch_size : (index + 1) * self.batch_size]
         if self.shuffle and len(rows) < self.batch_size:
             rows = np.concatenate([rows, self.order[: self.batch_size - len(rows)]])
+        real = len(rows)
+        if self.batch_multiple > 1:
+            rows = np.resize(rows, -(-real // self.batch_multiple) * self.batch_multiple)
         items = [self.features[i] for i in rows]
         if self.max_frames is not None:  # cut first: the rounding below only pads
             items = [item[: self.max_frames] for item in items]
@@ -202,6 +215,9 @@ class PaddedBatches(keras.utils.PyDataset):
         batch = pad_batch(items, max_frames=frames)
         if self.labels is None:
             return (batch,)
+        if self.batch_multiple > 1:
+            weights = (np.arange(len(rows)) < real).astype(np.float32)
+            return batch, self.labels[rows], weights
         return batch, self.labels[rows]
 
     def on_epoch_end(self):
@@ -227,6 +243,8 @@ class PaddedBatches(keras.utils.PyDataset):
         signature = (tf.TensorSpec((None, None, first[0].shape[-1]), tf.float32),)
         if self.labels is not None:
             signature += (tf.TensorSpec((None,) + first[1].shape[1:], tf.int32),)
+        if len(first) == 3:
+            signature += (tf.TensorSpec((None,), tf.float32),)
         passes = [0]
 
         def generate():

@@ -169,7 +169,9 @@ def compile_for_training(model, num_classes, recipe, steps_per_epoch, model_name
                          learning_rate=None):
     """Compile `model` for `recipe`: its optimizer and schedule over
     `recipe.epochs * steps_per_epoch` steps, sparse cross-entropy on logits,
-    accuracy and UA (logged `"ua"` / `"val_ua"`).
+    accuracy and UA (logged `"ua"` / `"val_ua"`). Loss and metrics honour
+    sample weights as a weighted mean, so the rows that data-parallel
+    evaluation repeats to fill a batch (weight 0) count nowhere.
 
     Args:
         learning_rate: The peak rate; None: `recipe.peak_learning_rate(model_name)`.
@@ -177,8 +179,9 @@ def compile_for_training(model, num_classes, recipe, steps_per_epoch, model_name
     peak = learning_rate if learning_rate is not None else recipe.peak_learning_rate(model_name)
     model.compile(
         optimizer=recipe.make_optimizer(peak, steps_per_epoch),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy", UnweightedAccuracy(num_classes)],
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True,
+                                                        reduction="mean_with_sample_weight"),
+        weighted_metrics=["accuracy", UnweightedAccuracy(num_classes)],
         # XLA on TensorFlow compiles each new batch shape for longer than these
         # small models train; JAX always compiles, PyTorch runs eagerly.
         jit_compile=False if keras.backend.backend() == "tensorflow" else "auto",

@@ -252,14 +252,16 @@ class FoldData:
         """Training batches per epoch (the last one filled up when shuffled)."""
         return -(-len(self.inputs["train"]) // batch_size)
 
-    def batches(self, part, batch_size, shuffle=False, seed=0):
+    def batches(self, part, batch_size, shuffle=False, seed=0, batch_multiple=1):
         """One part ("train", "validation", "test") as `PaddedBatches`, in the
         form `fit` / `evaluate` / `predict` take on this backend
         (`PaddedBatches.for_keras`: on TensorFlow, a `tf.data.Dataset` whose
         time axis is variable). The batches shuffle themselves when `shuffle`:
-        give `fit` `shuffle=False`."""
+        give `fit` `shuffle=False`. `batch_multiple`: the data-parallel
+        replicas (`keras_hrf.distribute.DataParallel.num_replicas`)."""
         return feature_lib.PaddedBatches(self.inputs[part], self.labels[part], batch_size,
-                                         shuffle=shuffle, seed=seed).for_keras()
+                                         shuffle=shuffle, seed=seed,
+                                         batch_multiple=batch_multiple).for_keras()
 
 
 NORMALIZATIONS = ("train", "speaker")

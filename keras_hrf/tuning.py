@@ -110,12 +110,15 @@ class HRFHyperModel(keras_tuner.HyperModel):
             100. Give it (`FoldData.steps_per_epoch`) so that the decay ends
             with the trial.
         model_kwargs: More constructor arguments (e.g. `num_layers`).
+        data_parallel: A `keras_hrf.distribute.DataParallel`: each trial's
+            model is built in its scope and trained data-parallel (give the
+            validation batches `batch_multiple=data_parallel.num_replicas`).
     """
 
     def __init__(self, num_classes, input_dim=80, model="conformer", size="lite",
                  expansions=(0, 1, 2, 4, 8), hrf_targets=(("ffn",),), hrf_norms=(None,),
                  learning_rates=None, dropouts=(0.1,), recipe=None, steps_per_epoch=None,
-                 model_kwargs=None, name=None, tunable=True):
+                 model_kwargs=None, name=None, tunable=True, data_parallel=None):
         super().__init__(name=name, tunable=tunable)
         self.model_class = training.model_class(model)
         if size not in self.model_class.presets:
@@ -141,6 +144,7 @@ class HRFHyperModel(keras_tuner.HyperModel):
         self.recipe = recipe or training.Recipe()
         self.steps_per_epoch = steps_per_epoch or 100
         self.model_kwargs = dict(model_kwargs or {})
+        self.data_parallel = data_parallel
 
     @staticmethod
     def _check_norm(value):
@@ -159,13 +163,15 @@ class HRFHyperModel(keras_tuner.HyperModel):
         targets, norm = self._pick_hrf_options(hp, expansion)
         learning_rate = self._pick(hp, "learning_rate", self.learning_rates)
         dropout = self._pick(hp, "dropout", self.dropouts)
-        model = self.model_class(
-            self.num_classes, input_dim=self.input_dim, size=self.size,
-            hrf_expansion=expansion or None, hrf_norm=norm, hrf_targets=targets,
-            dropout=dropout, spec_augment=self.recipe.spec_augment_options(), **self.model_kwargs,
-        )
-        return training.compile_for_training(model, self.num_classes, self.recipe,
-                                             self.steps_per_epoch, learning_rate=learning_rate)
+        with self.data_parallel.scope() if self.data_parallel else contextlib.nullcontext():
+            model = self.model_class(
+                self.num_classes, input_dim=self.input_dim, size=self.size,
+                hrf_expansion=expansion or None, hrf_norm=norm, hrf_targets=targets,
+                dropout=dropout, spec_augment=self.recipe.spec_augment_options(),
+                **self.model_kwargs,
+            )
+            return training.compile_for_training(model, self.num_classes, self.recipe,
+                                                 self.steps_per_epoch, learning_rate=learning_rate)
 
     def _pick_hrf_options(self, hp, expansion):
         """Targets and norm, each active only where it changes the model.
@@ -209,7 +215,9 @@ class HRFHyperModel(keras_tuner.HyperModel):
         """`model.fit`, timed. Returns the best epoch's validation metrics, the
         training time and the parameter counts, which KerasTuner records."""
         started = time.perf_counter()
-        history = model.fit(*args, **kwargs)
+        with (self.data_parallel.synchronized_batch_norm(model) if self.data_parallel
+              else contextlib.nullcontext()):
+            history = model.fit(*args, **kwargs)
         seconds = time.perf_counter() - started
         scores = history.history.get(OBJECTIVE)
         if not scores:

@@ -1,0 +1,169 @@
+"""Data-parallel training on one host's devices, on the backends' own engines.
+
+    data_parallel = keras_hrf.distribute.DataParallel()   # every visible device
+    with data_parallel.scope():
+        model = keras_hrf.training.build_model(...)
+        keras_hrf.recipe.compile_for_training(model, ...)
+    with data_parallel.synchronized_batch_norm(model):
+        model.fit(fold.batches("train", 16, shuffle=True),          # global batch 16
+                  validation_data=fold.batches("validation", 16,
+                                               batch_multiple=data_parallel.num_replicas))
+
+- JAX: `keras.distribution.DataParallel` over every device
+  `keras.distribution.list_devices()` sees on this host. Several processes
+  (`KERAS_DISTRIBUTION_*`) are refused: each would have to feed its own share
+  of every global batch, which `PaddedBatches` does not do yet.
+- TensorFlow: `tf.distribute.MirroredStrategy` over the local GPUs (or, with
+  none, every logical CPU device). Several hosts are refused with a message:
+  Keras 3's `fit` fails under `MultiWorkerMirroredStrategy`
+  (keras-team/keras#20585; measured with Keras 3.15.1 and TensorFlow 2.21.0).
+- PyTorch: refused. Keras' route there is `DistributedDataParallel` around a
+  hand-written training loop, one process per device (`torchrun`), which
+  replaces `fit` and with it the callbacks, the checkpoint and the resumable
+  run this package trains with.
+
+The global batch is the one asked for: each of N replicas takes batch / N rows
+(so the batch must divide by N). Evaluation and prediction batches are filled
+up to a multiple of N (`PaddedBatches(batch_multiple=N)`), weighted 0, so
+the metrics are those of one device (TensorFlow's evaluation loss averages
+each replica's mean, so a topped-up batch moves it slightly). Dropout draws
+other masks per replica on TensorFlow. The trained model, its merge
+(`keras_hrf.reparameterize`) and its export are the same as after training on
+one device.
+"""
+
+import contextlib
+import json
+import os
+
+import keras
+
+BACKENDS = ("jax", "tensorflow")
+# Measured with Keras 3.15.1 and TensorFlow 2.21.0: two workers on loopback, a
+# one-Dense model, `fit` fails at once ("Attempt to convert a value
+# (PerReplica...)"); upstream: keras-team/keras#20585, tensorflow/tensorflow#72388.
+MULTI_WORKER_REFUSAL = (
+    "TF_CONFIG names several workers, but Keras 3's fit does not run under TensorFlow's "
+    "MultiWorkerMirroredStrategy (keras-team/keras#20585; Keras 3.15 with TensorFlow 2.21 "
+    "fails on the first batch). Unset TF_CONFIG to train on this host's devices.")
+# Under several JAX processes Keras takes each process's batch as its local share
+# of the global batch; `PaddedBatches` gives every process the whole batch, so the
+# hosts would train on copies of the same rows.
+MULTI_PROCESS_REFUSAL = (
+    "KERAS_DISTRIBUTION_* names several JAX processes; each would have to feed its own "
+    "share of every global batch, which keras_hrf's batches do not do yet. Train on one "
+    "host's devices (unset KERAS_DISTRIBUTION_JOB_ADDRESSES, _NUM_PROCESSES, _PROCESS_ID).")
+JAX_HOST_VARIABLES = ("KERAS_DISTRIBUTION_JOB_ADDRESSES", "KERAS_DISTRIBUTION_NUM_PROCESSES",
+                      "KERAS_DISTRIBUTION_PROCESS_ID")
+
+
+class DataParallel:
+    """Data-parallel training over every visible device (module docstring).
+
+    Attributes:
+        num_replicas: Devices that each take a share of a batch.
+        strategy: On TensorFlow, the `tf.distribute.Strategy`; None on JAX.
+        distribution: On JAX, the `keras.distribution.DataParallel` (set as
+            Keras' global distribution); None on TensorFlow.
+
+    Raises:
+        ValueError: on a backend other than JAX and TensorFlow, and for
+            several hosts (`TF_CONFIG` workers, `KERAS_DISTRIBUTION_*` processes).
+    """
+
+    def __init__(self):
+        backend = keras.backend.backend()
+        self.strategy = self.distribution = None
+        if backend == "jax":
+            addresses = [a for a in os.environ.get(JAX_HOST_VARIABLES[0], "").split(",") if a]
+            if len(addresses) > 1 or int(os.environ.get(JAX_HOST_VARIABLES[1]) or 1) > 1:
+                raise ValueError(MULTI_PROCESS_REFUSAL)
+            devices = keras.distribution.list_devices()
+            self.distribution = keras.distribution.DataParallel(devices=devices)
+            keras.distribution.set_distribution(self.distribution)
+            self.num_replicas = len(devices)
+        elif backend == "tensorflow":
+            import tensorflow as tf
+
+            cluster = json.loads(os.environ.get("TF_CONFIG") or "{}").get("cluster", {})
+            if sum(len(cluster.get(kind, [])) for kind in ("chief", "worker")) > 1:
+                raise ValueError(MULTI_WORKER_REFUSAL)
+            devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+            self.strategy = tf.distribute.MirroredStrategy([d.name for d in devices])
+            self.num_replicas = self.strategy.num_replicas_in_sync
+        else:
+            raise ValueError(
+                f"Data-parallel training runs on the {' and '.join(BACKENDS)} backends "
+                f"(KERAS_BACKEND=jax or tensorflow); this is {backend}. On PyTorch, Keras' "
+                "route is DistributedDataParallel around a hand-written training loop, which "
+                "this package's fit-based training does not use.")
+
+    def check_batch_size(self, batch_size):
+        """Raise ValueError unless `batch_size` divides evenly over the replicas."""
+        if batch_size % self.num_replicas:
+            raise ValueError(
+                f"batch_size={batch_size} does not divide over {self.num_replicas} "
+                f"data-parallel replicas; choose a multiple of {self.num_replicas}")
+
+    def scope(self):
+        """Build and compile the model inside this (TensorFlow: the strategy's
+        scope, which places the variables on every replica)."""
+        return self.strategy.scope() if self.strategy is not None else contextlib.nullcontext()
+
+    @contextlib.contextmanager
+    def synchronized_batch_norm(self, model):
+        """Train inside this: on TensorFlow with several replicas, every
+        `BatchNormalization` of `model` uses the statistics of the global
+        batch, as one device would (Keras' `synchronized`; otherwise each
+        replica normalizes with its own share's). Switched back off on exit,
+        because a model saved with `synchronized=True` loads on TensorFlow
+        only. JAX computes the global batch's statistics by itself."""
+        layers = []
+        if self.strategy is not None and self.num_replicas > 1:
+            layers = [layer for layer in model._flatten_layers()
+                      if isinstance(layer, keras.layers.BatchNormalization)
+                      and not layer.synchronized]
+        for layer in layers:
+            layer.synchronized = True
+            # Keras' masked moments ignore `synchronized`: all-reduce them here.
+            layer._moments = _synchronized_masked_moments(layer)
+        try:
+            yield model
+        finally:
+            for layer in layers:
+                layer.synchronized = False
+                del layer._moments  # back to the class's method
+
+    def close(self):
+        """Stop distributing (JAX: clear Keras' global distribution)."""
+        if self.distribution is not None:
+            keras.distribution.set_distribution(None)
+
+
+def _synchronized_masked_moments(layer):
+    """`layer._moments` whose masked branch averages over the masked frames of
+    every replica (TensorFlow), in two passes as Keras' own: the mean, then
+    the variance about it."""
+    original = type(layer)._moments.__get__(layer)
+
+    def moments(inputs, mask):
+        if mask is None:
+            return original(inputs, mask)  # Keras synchronizes this branch itself
+        import tensorflow as tf
+
+        context = tf.distribute.get_replica_context()
+
+        def total(value):
+            value = tf.reduce_sum(value, axis=layer._reduction_axes)
+            if context is None or context.num_replicas_in_sync == 1:
+                return value
+            return context.all_reduce(tf.distribute.ReduceOp.SUM, value)
+
+        weight = tf.cast(tf.broadcast_to(tf.expand_dims(mask, -1), tf.shape(inputs)),
+                         inputs.dtype)
+        count = total(weight) + keras.backend.epsilon()
+        mean = total(inputs * weight) / count
+        variance = total(tf.square(inputs - mean) * weight) / count
+        return mean, variance
+
+    return moments
