@@ -8,6 +8,15 @@ if "--xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = " ".join(
         filter(None, [os.environ.get("XLA_FLAGS"), "--xla_backend_optimization_level=0"]))
 
+# JAX's persistent compilation cache, shared by the tests, their xdist workers
+# and the examples they run as subprocesses: the same tiny models compile for
+# the same shapes again and again (a killed and resumed run compiles its
+# programs twice). A clean checkout starts it empty.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), os.pardir, ".pytest_cache", "jax_compilation"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+
 import keras  # noqa: E402
 import pytest
 
