@@ -81,6 +81,18 @@ def paired(values, reference):
     return paired_differences([values[g] - reference[g] for g in common], min_pairs_for_test=6)
 
 
+def same_seeds_per_fold(by_fold, other_by_fold):
+    """{fold: UA mean over the seeds both have} of two run sets, for each fold
+    that shares a seed: a comparison of recipes on the same seeds."""
+    means = ({}, {})
+    for fold in sorted(set(by_fold) & set(other_by_fold)):
+        seeds = sorted(set(by_fold[fold]) & set(other_by_fold[fold]))
+        if seeds:
+            means[0][fold] = float(np.mean([by_fold[fold][s]["ua"] for s in seeds]))
+            means[1][fold] = float(np.mean([other_by_fold[fold][s]["ua"] for s in seeds]))
+    return means
+
+
 def paired_text(result):
     if result is None:
         return "no common folds"
@@ -128,6 +140,9 @@ def parse_args(argv):
                         help="the architecture the others are paired with")
     parser.add_argument("--config", choices=sorted(CONFIGS), default="lite_plain")
     parser.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS)
+    parser.add_argument("--against-epochs", type=int, default=None, metavar="N",
+                        help="also pair each architecture with its own runs of N epochs, "
+                             "fold by fold on the seeds both have")
     parser.add_argument("--normalize", choices=["train", "speaker"], default="train")
     parser.add_argument("--results", default=os.path.join(HERE, "results"),
                         help="the folder holding accuracy/ and baseline/")
@@ -154,27 +169,34 @@ def main(argv=None):
 
     corpus = CORPORA[args.corpus]
     runs_dir = os.path.join(args.results, "accuracy", corpus["output"], "runs")
-    suffix = f"_e{args.epochs}" + ("" if args.normalize == "train" else f"_{args.normalize}norm")
-    architectures = {m: architecture_summary(
-        load_runs(runs_dir, corpus["prefix"], m, args.config, suffix, folds), folds)
-        for m in args.models}
+    normalization = "" if args.normalize == "train" else f"_{args.normalize}norm"
+    runs = {m: load_runs(runs_dir, corpus["prefix"], m, args.config,
+                         f"_e{args.epochs}{normalization}", folds) for m in args.models}
+    architectures = {m: architecture_summary(runs[m], folds) for m in args.models}
     comparisons = {}
     for model, summary in architectures.items():
         if not summary["runs"]:
             continue
         comparisons[model] = {"the classic baseline": paired(summary["ua"]["per_fold"],
                                                              baseline["ua"]["per_fold"])}
+        if args.against_epochs:
+            other = load_runs(runs_dir, corpus["prefix"], model, args.config,
+                              f"_e{args.against_epochs}{normalization}", folds)
+            these, those = same_seeds_per_fold(runs[model], other)
+            comparisons[model][f"itself at {args.against_epochs} epochs (same seeds)"] = \
+                paired(these, those)
         reference = architectures.get(args.reference)
         if model != args.reference and reference and reference["runs"]:
             comparisons[model][f"the {NAMES[args.reference]}"] = paired(
                 summary["ua"]["per_fold"], reference["ua"]["per_fold"])
     report = {"corpus": args.corpus, "config": args.config, "epochs": args.epochs,
+              "against_epochs": args.against_epochs,
               "normalize": args.normalize,
               "folds": folds, "architectures": architectures, "baseline": baseline,
               "paired": comparisons}
     print(markdown(report))
-    # Another length of training gets its own file, as accuracy.py's summaries do.
-    # As accuracy.py's summaries: 20-epoch files carry no epochs in their names.
+    # Another length of training gets its own file; as accuracy.py's summaries,
+    # 20-epoch files carry no epochs in their names.
     epochs = "" if args.epochs == UNSUFFIXED_EPOCHS else f"_e{args.epochs}"
     output = args.output or os.path.join(args.results, "accuracy",
                                          f"comparison_{args.corpus}_{args.normalize}{epochs}.json")

@@ -451,6 +451,16 @@ def test_compare_pairs_each_architecture_with_the_baseline_and_the_reference(tmp
     assert not (tmp_path / "accuracy" / "comparison_ravdess_train_e40.json").exists()
     compare.main(["--corpus", "ravdess", "--results", str(tmp_path)])
     assert (tmp_path / "accuracy" / "comparison_ravdess_train_e40.json").is_file()
+    # Paired with its own 20-epoch runs on the seeds both have: fold 1, seed 0 only
+    # (0.6 at 40 against 0.7 at 20), not the 40-epoch seed 1 of fold 1.
+    against = compare.main(["--corpus", "ravdess", "--against-epochs", "20", "--results",
+                            str(tmp_path), "--output", str(tmp_path / "against.json")])
+    itself = against["paired"]["conformer"]["itself at 20 epochs (same seeds)"]
+    assert itself["pairs"] == 1 and itself["mean_difference"] == pytest.approx(-0.1)
+    assert "speechformer" in against["paired"]
+    assert against["paired"]["speechformer"]["itself at 20 epochs (same seeds)"] is None
+    assert "Conformer against itself at 20 epochs (same seeds), fold by fold: -10.0 points, " \
+           "0/1 of 1 folds" in capsys.readouterr().out
 
 
 def test_compare_names_a_missing_baseline(tmp_path):
