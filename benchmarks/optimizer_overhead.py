@@ -18,8 +18,8 @@ import json
 import os
 import subprocess
 import sys
-import time
 
+from report import epoch_timer
 from report import write_report
 
 OPTIMIZERS = ("keras", "recipe")
@@ -42,16 +42,10 @@ def child(optimizer_kind, batch, frames, steps, epochs):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(batch * steps, frames, 80)).astype("float32")
     y = np.arange(batch * steps) % 4
-    times = []
+    timer = epoch_timer()
+    times = timer.seconds
 
-    class Timer(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            self.start = time.perf_counter()
-
-        def on_epoch_end(self, epoch, logs=None):
-            times.append(time.perf_counter() - self.start)
-
-    model.fit(x, y, batch_size=batch, epochs=epochs, verbose=0, callbacks=[Timer()])
+    model.fit(x, y, batch_size=batch, epochs=epochs, verbose=0, callbacks=[timer])
     return {"optimizer": optimizer_kind, "class": type(model.optimizer).__module__ + "."
             + type(model.optimizer).__name__, "first_epoch_s": round(times[0], 2),
             "median_later_epoch_s": round(float(np.median(times[1:])), 3),

@@ -32,6 +32,24 @@ def write_report(path, script, argv, machine_note=None, **fields):
     return report
 
 
+def epoch_timer():
+    """A Keras callback whose `seconds` list gets each epoch's wall time."""
+    import keras  # here: the scripts configure the backend before importing Keras
+
+    class EpochTimer(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.seconds = []
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.start = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.seconds.append(time.perf_counter() - self.start)
+
+    return EpochTimer()
+
+
 def paired_differences(differences, min_pairs_for_test=2):
     """Mean, spread, wins/ties/losses and the Wilcoxon signed-rank p of paired
     differences (`None` below `min_pairs_for_test` pairs or when all are zero)."""

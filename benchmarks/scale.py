@@ -25,6 +25,7 @@ import subprocess
 import sys
 import time
 
+from report import epoch_timer
 from report import write_report
 
 
@@ -57,19 +58,13 @@ def child(devices, batch_size, steps, epochs, seconds):
         model = keras_hrf.Conformer(4, size="lite", hrf_expansion=4.0,
                                     spec_augment=recipe.spec_augment_options())
         compile_for_training(model, 4, recipe, steps_per_epoch=steps, model_name="conformer")
-    times = []
-
-    class Timer(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            self.start = time.perf_counter()
-
-        def on_epoch_end(self, epoch, logs=None):
-            times.append(time.perf_counter() - self.start)
+    timer = epoch_timer()
+    times = timer.seconds
 
     batches = PaddedBatches(features, labels, batch_size, shuffle=True, max_frames=400)
     with data_parallel.synchronized_batch_norm(model) if data_parallel else contextlib.nullcontext():
         model.fit(batches.for_keras(), epochs=epochs, verbose=0, shuffle=False,
-                  callbacks=[Timer()])
+                  callbacks=[timer])
     later = float(np.median(times[1:]))
     started = time.perf_counter()
     for _ in range(3):

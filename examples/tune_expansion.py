@@ -52,12 +52,12 @@ from keras_tuner.src.distribute import utils as distribute_utils  # noqa: E402
 
 import keras_hrf  # noqa: E402
 from keras_hrf import datasets  # noqa: E402
+from keras_hrf import distribute  # noqa: E402
 from keras_hrf import training  # noqa: E402
 from keras_hrf import tuning  # noqa: E402
 from keras_hrf.atomic import atomic_path  # noqa: E402
 from keras_hrf.audio import AudioError  # noqa: E402
 from keras_hrf.datasets.demo import DEMO_NOTICE  # noqa: E402
-from keras_hrf.distribute import DataParallel  # noqa: E402
 from keras_hrf.features import PaddedBatches  # noqa: E402
 from keras_hrf.metrics import classification_report  # noqa: E402
 
@@ -262,19 +262,8 @@ def write_reports(tuner, fold, args, synthetic):
 
 def main(argv=None):
     args = parse_args(argv)
-    if args.distribute:
-        try:
-            args.data_parallel = DataParallel()
-            args.data_parallel.check_batch_size(args.batch_size)
-        except ValueError as error:
-            raise SystemExit(f"--distribute: {error}") from None
-        print(f"Data-parallel trials over {args.data_parallel.num_replicas} device(s); "
-              f"global batch {args.batch_size}")
-    try:
+    with distribute.for_flag(args.distribute, args.batch_size) as args.data_parallel:
         return _main(args)
-    finally:
-        if args.data_parallel:
-            args.data_parallel.close()  # JAX: Keras' global distribution
 
 
 def _main(args):

@@ -167,3 +167,24 @@ def _synchronized_masked_moments(layer):
         return mean, variance
 
     return moments
+
+
+@contextlib.contextmanager
+def for_flag(distribute, batch_size):
+    """A script's `--distribute`: yields a `DataParallel` (or None when
+    `distribute` is false) checked against the global `batch_size`, and
+    closes it on exit. A refusal is a `SystemExit` that says why."""
+    if not distribute:
+        yield None
+        return
+    try:
+        data_parallel = DataParallel()
+        data_parallel.check_batch_size(batch_size)
+    except ValueError as error:
+        raise SystemExit(f"--distribute: {error}") from None
+    print(f"Data-parallel training over {data_parallel.num_replicas} device(s); "
+          f"global batch {batch_size}")
+    try:
+        yield data_parallel
+    finally:
+        data_parallel.close()  # JAX: Keras' global distribution
