@@ -8,6 +8,7 @@ same way through this module, so a tuned setting or a benchmarked number
 carries over to the training run unchanged.
 """
 
+import argparse
 import dataclasses
 import json
 import os
@@ -73,11 +74,39 @@ def add_data_arguments(parser):
     data.add_argument("--speaker-pattern", metavar="REGEX",
                       help="with --data-dir: regex whose first group in a file name is the "
                       "speaker (the fold unit)")
+    data.add_argument("--stream-features", action="store_true",
+                      help="keep the log-Mel features on disk (the output's feature_cache) "
+                      "and read them batch by batch, a few batches ahead in background "
+                      "threads: for corpora whose features do not fit in memory")
+    data.add_argument("--length-window", type=_positive_int, default=None, metavar="BATCHES",
+                      help="group utterances of similar length into training batches (less "
+                      "padding): sort windows of this many shuffled batches by length. Off by "
+                      "default, as benchmarks/RESULTS.md measured the recipe")
     data.add_argument("--normalize", choices=NORMALIZATIONS, default="train",
                       help="feature standardization: the training rows' statistics, or each "
                       "speaker's own (transductive: needs unlabeled audio of every test "
                       "speaker; see training.prepare_fold)")
     return data
+
+
+def _positive_int(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, received {text}")
+    return value
+
+
+# Batches prepared ahead in background threads when features stream from disk.
+STREAM_READ_AHEAD = 4
+
+
+def batch_options(args, part):
+    """`FoldData.batches` options from `--stream-features` and `--length-window`
+    for one part ("train", "validation", "test")."""
+    options = {"read_ahead": STREAM_READ_AHEAD if args.stream_features else 0}
+    if part == "train":
+        options["length_window"] = args.length_window
+    return options
 
 
 def check_data_arguments(parser, args):
@@ -95,7 +124,7 @@ def run_settings(args, names):
 
 # Settings added after run_settings.json files were already being written, with
 # the value the runs that did not record them used: such a run still resumes.
-SETTINGS_BEFORE_RECORDED = {"normalize": "train"}
+SETTINGS_BEFORE_RECORDED = {"normalize": "train", "length_window": None}
 
 
 def check_run_settings(output, settings):
@@ -142,16 +171,17 @@ def load_data(args, demo_root, seed=0):
     return make_demo_corpus(demo_root, clips_per_class=24, speakers=4, seed=seed), True
 
 
-def extract_features(manifest, cache_dir):
+def extract_features(manifest, cache_dir, in_memory=True):
     """Cached log-Mel features of every row; unreadable clips are printed and
-    returned, never dropped silently.
+    returned, never dropped silently. `in_memory=False` leaves them in
+    `cache_dir`, read per batch (`features.OnDiskFeatures`).
 
     Returns:
         `(features, usable, skipped)`: features per row (None where skipped),
         the usable row indices and `(row, path, message)` for each skipped row.
     """
     extractor = feature_lib.FeatureExtractor(cache_dir=cache_dir)
-    features, skipped = extractor.extract(manifest)
+    features, skipped = extractor.extract(manifest, in_memory=in_memory)
     for _, path, message in skipped:
         print(f"Skipped {path}: {message}")
     if skipped:
@@ -238,7 +268,7 @@ class FoldData:
     test_group: str
     classes: list
     rows: dict  # "train" / "validation" / "test" -> manifest row indices
-    inputs: dict  # same keys -> list of (frames, bins) arrays
+    inputs: dict  # same keys -> features.FeatureView: (frames, bins) arrays, made when read
     labels: dict  # same keys -> int32 arrays
     mean: np.ndarray  # the training rows' statistics
     std: np.ndarray
@@ -252,16 +282,26 @@ class FoldData:
         """Training batches per epoch (the last one filled up when shuffled)."""
         return -(-len(self.inputs["train"]) // batch_size)
 
-    def batches(self, part, batch_size, shuffle=False, seed=0, batch_multiple=1):
+    def batches(self, part, batch_size, shuffle=False, seed=0, batch_multiple=1,
+                length_window=None, read_ahead=0):
         """One part ("train", "validation", "test") as `PaddedBatches`, in the
         form `fit` / `evaluate` / `predict` take on this backend
         (`PaddedBatches.for_keras`: on TensorFlow, a `tf.data.Dataset` whose
         time axis is variable). The batches shuffle themselves when `shuffle`:
         give `fit` `shuffle=False`. `batch_multiple`: the data-parallel
-        replicas (`keras_hrf.distribute.DataParallel.num_replicas`)."""
+        replicas (`keras_hrf.distribute.DataParallel.num_replicas`).
+        `length_window` (with `shuffle`) and `read_ahead`: see `PaddedBatches`."""
+        return self.padded_batches(part, batch_size, shuffle, seed, batch_multiple,
+                                   length_window, read_ahead).for_keras()
+
+    def padded_batches(self, part, batch_size, shuffle=False, seed=0, batch_multiple=1,
+                       length_window=None, read_ahead=0):
+        """`batches` as the `PaddedBatches` object itself (for
+        `padding_fraction()`, say)."""
         return feature_lib.PaddedBatches(self.inputs[part], self.labels[part], batch_size,
                                          shuffle=shuffle, seed=seed,
-                                         batch_multiple=batch_multiple).for_keras()
+                                         batch_multiple=batch_multiple,
+                                         length_window=length_window, read_ahead=read_ahead)
 
 
 NORMALIZATIONS = ("train", "speaker")
@@ -299,7 +339,8 @@ def prepare_fold(manifest, classes, features, test_group, usable, seed, max_seco
     absent = sorted(set(classes) - {classes[i] for i in labels[test]})
     if absent:
         print(f"Fold {test_group}: no test example of {absent}; UA and macro-F1 leave them out")
-    mean, std = feature_lib.fit_normalization([features[i] for i in train])
+    # Read one utterance at a time: `features` may be on disk (OnDiskFeatures).
+    mean, std = feature_lib.fit_normalization(features[i] for i in train)
     max_frames = int(round(max_seconds * 100))
     parts = {"train": train, "validation": validation, "test": test}
     fold = FoldData(
@@ -307,7 +348,7 @@ def prepare_fold(manifest, classes, features, test_group, usable, seed, max_seco
         classes=list(classes),
         rows=parts,
         inputs={
-            name: [feature_lib.normalize(features[i][:max_frames], mean, std) for i in rows]
+            name: feature_lib.FeatureView(features, rows, mean, std, max_frames)
             for name, rows in parts.items()
         },
         labels={name: labels[rows] for name, rows in parts.items()},
@@ -336,9 +377,9 @@ def _standardize_each_speaker(fold, manifest):
         for position, row in enumerate(rows):
             places_by_speaker.setdefault(speakers.iat[row], []).append((part, position))
     for places in places_by_speaker.values():
-        mean, std = feature_lib.fit_normalization([fold.inputs[part][i] for part, i in places])
+        mean, std = feature_lib.fit_normalization(fold.inputs[part][i] for part, i in places)
         for part, i in places:
-            fold.inputs[part][i] = feature_lib.normalize(fold.inputs[part][i], mean, std)
+            fold.inputs[part].affine[i] = (mean, std)
 
 
 def build_model(name, num_classes, input_dim, recipe, **model_kwargs):

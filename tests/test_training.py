@@ -88,6 +88,34 @@ def test_prepare_fold_normalizes_with_training_rows_only():
     assert tuple(x.shape) == (8, 100, 4) and tuple(y.shape) == (8,)
 
 
+@pytest.mark.parametrize("normalize", ["train", "speaker"])
+def test_a_fold_read_from_disk_equals_the_fold_in_memory(tmp_path, normalize):
+    from keras_hrf.features import OnDiskFeatures
+
+    manifest = _manifest()
+    features = _speaker_features(manifest)
+    paths = []
+    for index, item in enumerate(features):
+        paths.append(str(tmp_path / f"{index}.npy"))
+        np.save(paths[-1], item)
+    on_disk = OnDiskFeatures(paths, [len(item) for item in features])
+    usable = list(range(len(manifest)))
+    expected = training.prepare_fold(manifest, ["a", "b"], features, "g2", usable, seed=0,
+                                     max_seconds=0.3, normalize=normalize)
+    fold = training.prepare_fold(manifest, ["a", "b"], on_disk, "g2", usable, seed=0,
+                                 max_seconds=0.3, normalize=normalize)
+    np.testing.assert_array_equal(fold.mean, expected.mean)
+    for part in ("train", "validation", "test"):
+        assert fold.inputs[part].lengths.tolist() == [30] * len(fold.rows[part])
+        np.testing.assert_array_equal(np.concatenate(fold.inputs[part]),
+                                      np.concatenate(expected.inputs[part]))
+    # The fold holds file names, not features: it reads them when a batch asks.
+    for path in paths:
+        np.save(path, np.zeros((50, 4), "float32"))
+    assert not np.array_equal(np.concatenate(fold.inputs["test"]),
+                              np.concatenate(expected.inputs["test"]))
+
+
 def _speaker_features(manifest, seed=0):
     """Each speaker with its own loudness and spread (speaker = group here)."""
     rng = np.random.default_rng(seed)
