@@ -13,16 +13,28 @@ from features in memory against how many the training step consumes.
 Virtual CPU devices share the same cores: their efficiency says whether the
 data-parallel path adds overhead, not what N real accelerators would gain.
 
+`--memory` measures features larger than memory instead: it writes a corpus of
+generated log-Mel features (`--corpus-gib`, 4x `--limit-gib` by default) into
+an on-disk store, one `.npy` file per utterance, and trains the lite Conformer
+from it as `--stream-features` does (`OnDiskFeatures`, streamed normalization
+statistics, `FeatureView`, `PaddedBatches` reading ahead), while this process
+watches the run's resident memory and stops it above `--limit-gib`. The same
+corpus loaded into memory, as the default path does, is run under the same
+limit. It also reports the padding with and without `length_window`.
+
     python benchmarks/scale.py --backend jax          # 1 and 2 devices
     python benchmarks/scale.py --quick                # fewer steps, JAX
+    python benchmarks/scale.py --memory               # 2 GiB limit, 8 GiB of features
 """
 
 import argparse
 import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 
 from report import epoch_timer
@@ -77,6 +89,156 @@ def child(devices, batch_size, steps, epochs, seconds):
             "pipeline_batches_per_s": round(pipeline, 1)}
 
 
+def write_store(folder, gib, seed=0):
+    """Generated log-Mel-like features, 1.5 to 8 s an utterance, one `.npy`
+    file each, until they hold `gib` GiB; returns (paths, lengths)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    paths, lengths, written = [], [], 0
+    os.makedirs(folder, exist_ok=True)
+    while written < gib * 2**30:
+        frames = int(rng.integers(150, 801))
+        features = rng.standard_normal((frames, 80), dtype=np.float32) * 4.0 - 30.0
+        paths.append(os.path.join(folder, f"{len(paths):07d}.npy"))
+        np.save(paths[-1], features)
+        lengths.append(frames)
+        written += features.nbytes
+    return paths, lengths
+
+
+def memory_child(mode, store, batch_size, steps, epochs, seconds):
+    """Train from the store on disk ("disk"), or load it first ("memory")."""
+    import json as json_lib
+    import resource
+
+    import keras
+    import numpy as np
+
+    import keras_hrf
+    from keras_hrf.features import FeatureView
+    from keras_hrf.features import OnDiskFeatures
+    from keras_hrf.features import PaddedBatches
+    from keras_hrf.features import fit_normalization
+    from keras_hrf.recipe import Recipe
+    from keras_hrf.recipe import compile_for_training
+
+    with open(os.path.join(store, "index.json")) as handle:
+        index = json_lib.load(handle)
+    features = OnDiskFeatures(index["paths"], index["lengths"])
+    if mode == "memory":  # what extract() returns by default: every utterance in memory
+        features = [features[i] for i in range(len(features))]
+    rows = list(range(len(features)))
+    labels = np.arange(len(rows)) % 4
+    started = time.perf_counter()
+    mean, std = fit_normalization(features[i] for i in rows)
+    statistics_s = time.perf_counter() - started
+    max_frames = int(seconds * 100)
+    view = FeatureView(features, rows, mean, std, max_frames)
+    padding = {}
+    for window in (None, 32):
+        batches = PaddedBatches(view, labels, batch_size, shuffle=True, length_window=window)
+        padding["none" if window is None else f"length_window_{window}"] = round(
+            batches.padding_fraction(), 4)
+    batches = PaddedBatches(view, labels, batch_size, shuffle=True, length_window=32,
+                            read_ahead=4)
+    recipe = Recipe(epochs=epochs)
+    keras.utils.set_random_seed(0)
+    model = keras_hrf.Conformer(4, size="lite", hrf_expansion=4.0,
+                                spec_augment=recipe.spec_augment_options())
+    compile_for_training(model, 4, recipe, steps_per_epoch=steps, model_name="conformer")
+    timer = epoch_timer()
+    model.fit(batches.for_keras(), epochs=epochs, steps_per_epoch=steps, verbose=0,
+              shuffle=False, callbacks=[timer])
+    later = float(np.median(timer.seconds[1:]))
+    reader = PaddedBatches(view, labels, batch_size, shuffle=True, length_window=32)
+    started = time.perf_counter()
+    for number in range(3 * steps):
+        reader[number % len(reader)]
+    pipeline = 3 * steps / (time.perf_counter() - started)
+    return {"mode": mode, "utterances": len(rows),
+            "normalization_statistics_s": round(statistics_s, 1),
+            "padding_fraction": padding,
+            "first_epoch_s": round(timer.seconds[0], 2), "median_later_epoch_s": round(later, 3),
+            "train_steps_per_s": round(steps / later, 3),
+            "pipeline_batches_per_s": round(pipeline, 1),
+            "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3)}
+
+
+def _resident_gib(pid):
+    try:
+        with open(f"/proc/{pid}/status") as handle:
+            for line in handle:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 2**20
+    except OSError:
+        return 0.0
+    return 0.0
+
+
+def run_under_limit(command, env, limit_gib):
+    """Run `command`, stopping it when its resident memory passes `limit_gib`;
+    returns (its last JSON line or None, peak GiB seen, stopped?, seconds)."""
+    started = time.perf_counter()
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    peak, stopped = 0.0, False
+    while process.poll() is None:
+        peak = max(peak, _resident_gib(process.pid))
+        if peak > limit_gib:
+            process.kill()
+            stopped = True
+            break
+        time.sleep(0.1)
+    out, err = process.communicate()
+    seconds = time.perf_counter() - started
+    if stopped:
+        return None, peak, True, seconds
+    if process.returncode:
+        raise SystemExit(f"{command[-1]} failed:\n{err[-3000:]}")
+    return json.loads(out.strip().splitlines()[-1]), peak, False, seconds
+
+
+def memory_main(args, argv):
+    store = args.store or tempfile.mkdtemp(prefix="scale_store_")
+    corpus_gib = args.corpus_gib or 4 * args.limit_gib
+    started = time.perf_counter()
+    paths, lengths = write_store(store, corpus_gib)
+    with open(os.path.join(store, "index.json"), "w") as handle:
+        json.dump({"paths": paths, "lengths": lengths}, handle)
+    write_s = time.perf_counter() - started
+    print(f"{len(paths)} utterances, {corpus_gib:g} GiB of features written to {store} "
+          f"in {write_s:.0f} s", flush=True)
+    env = {**os.environ, "KERAS_BACKEND": args.backend, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    runs = []
+    try:
+        for mode in ("disk", "memory"):
+            command = [sys.executable, os.path.abspath(__file__), "--memory-child", mode,
+                       "--store", store, "--batch-size", str(args.batch_size),
+                       "--seconds", str(args.seconds), "--steps", str(args.steps),
+                       "--epochs", str(args.epochs)]
+            row, peak, stopped, seconds = run_under_limit(command, env, args.limit_gib)
+            row = {"mode": mode, **(row or {}), "peak_rss_seen_gib": round(peak, 3),
+                   "stopped_at_limit": stopped, "wall_s": round(seconds, 1)}
+            runs.append(row)
+            print(row, flush=True)
+    finally:
+        if not args.store:
+            shutil.rmtree(store, ignore_errors=True)
+    name = f"scale_memory_{args.backend}" + ("_quick" if args.quick else "") + ".json"
+    output = args.output or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
+                                         name)
+    return write_report(output, __file__, argv, args.machine_note, backend=args.backend,
+                        limit_gib=args.limit_gib, corpus_features_gib=corpus_gib,
+                        utterances=len(paths), store_write_s=round(write_s, 1),
+                        global_batch=args.batch_size, longest_seconds=args.seconds,
+                        steps_per_epoch=args.steps, epochs=args.epochs, runs=runs,
+                        note="resident memory polled every 0.1 s by the parent, which stops "
+                             "a run above the limit; the store was just written, so reads "
+                             "come from the page cache (not counted as resident), not a "
+                             "cold disk")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="4 steps an epoch, 3 epochs")
@@ -89,10 +251,29 @@ def main(argv=None):
     parser.add_argument("--machine-note", help="what else ran on the machine")
     parser.add_argument("--output", default=None, help="default: benchmarks/results/"
                         "scale_<backend>.json (--quick: scale_<backend>_quick.json)")
+    memory = parser.add_argument_group("features larger than memory (--memory)")
+    memory.add_argument("--memory", action="store_true",
+                        help="measure training from the on-disk store against a memory limit")
+    memory.add_argument("--limit-gib", type=float, default=2.0,
+                        help="resident memory a run may use")
+    memory.add_argument("--corpus-gib", type=float, default=None,
+                        help="features to generate (default: 4x --limit-gib)")
+    memory.add_argument("--store", default=None,
+                        help="folder for the generated store (default: a temporary one, "
+                        "removed afterwards)")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--memory-child", choices=["disk", "memory"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick:
         args.steps, args.epochs = 4, 3
+        if args.memory and args.corpus_gib is None:
+            args.limit_gib, args.corpus_gib = 1.5, 0.5
+    if args.memory_child:
+        print(json.dumps(memory_child(args.memory_child, args.store, args.batch_size,
+                                      args.steps, args.epochs, args.seconds)))
+        return None
+    if args.memory:
+        return memory_main(args, argv)
     if args.child:
         print(json.dumps(child(args.child, args.batch_size, args.steps, args.epochs,
                                args.seconds)))

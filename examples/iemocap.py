@@ -62,7 +62,7 @@ from keras_hrf.metrics import classification_report  # noqa: E402
 RUN_SETTINGS = ("iemocap_root", "data_dir", "manifest", "speaker_pattern", "model", "size",
                 "hrf_expansion", "hrf_norm", "epochs", "batch_size", "learning_rate",
                 "max_seconds", "seed", "normalize", "optimizer", "weight_decay", "momentum",
-                "clipnorm", "spec_augment")
+                "clipnorm", "spec_augment", "length_window")
 
 
 def parse_args(argv):
@@ -154,13 +154,18 @@ def run_fold(args, manifest, classes, features, test_group, usable, fold_dir):
     )
     if resuming:
         print(f"Fold {test_group}: resuming from {backup} (best val_ua so far: {checkpoint.best})")
+    train_options = training.batch_options(args, "train")
+    padding = fold.padded_batches("train", args.batch_size, shuffle=True, seed=args.seed,
+                                  **train_options).padding_fraction()
+    print(f"Fold {test_group}: {padding:.0%} of the training batches' frames are padding"
+          + (f" (--length-window {args.length_window})" if args.length_window else ""))
     started = time.time()
     with (data_parallel.synchronized_batch_norm(model) if data_parallel
           else contextlib.nullcontext()):
         model.fit(
-            fold.batches("train", args.batch_size, shuffle=True, seed=args.seed),
-            validation_data=fold.batches("validation", args.batch_size,
-                                         batch_multiple=replicas),
+            fold.batches("train", args.batch_size, shuffle=True, seed=args.seed, **train_options),
+            validation_data=fold.batches("validation", args.batch_size, batch_multiple=replicas,
+                                         **training.batch_options(args, "validation")),
             epochs=args.epochs,
             shuffle=False,  # the batches reshuffle themselves each epoch
             verbose=training.fit_verbosity(),
@@ -191,6 +196,7 @@ def run_fold(args, manifest, classes, features, test_group, usable, fold_dir):
         "train_rows": len(fold.rows["train"]), "validation_rows": len(fold.rows["validation"]),
         "test_rows": len(fold.rows["test"]),
         "train_seconds": round(train_seconds, 1), "replicas": replicas,
+        "train_padding_fraction": round(padding, 4),
         "best_epoch": checkpoint.best_epoch, "best_val_ua": checkpoint.best,
         "max_abs_logit_difference": difference,
         "params_hrf": model.count_params(), "params_merged": merged.count_params(),
@@ -337,7 +343,7 @@ def _main(args):
     training.write_run_settings(args.output, settings)
 
     features, usable, skipped = training.extract_features(
-        manifest, os.path.join(args.output, "feature_cache")
+        manifest, os.path.join(args.output, "feature_cache"), in_memory=not args.stream_features
     )
 
     fold_results, first = [], None

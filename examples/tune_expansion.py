@@ -65,7 +65,7 @@ RUN_SETTINGS = ("iemocap_root", "data_dir", "manifest", "speaker_pattern", "mode
                 "tuner", "max_trials", "epochs", "batch_size", "expansions", "hrf_targets",
                 "hrf_norms", "learning_rates", "dropouts", "num_layers", "model_dim",
                 "max_seconds", "fold", "seed", "normalize", "optimizer", "weight_decay",
-                "momentum", "clipnorm", "spec_augment")
+                "momentum", "clipnorm", "spec_augment", "length_window")
 
 
 def _list(kind, name):
@@ -182,9 +182,11 @@ def best_model(tuner, fold, args):
     hp = tuner.get_best_hyperparameters(1)[0]
     model = tuner.hypermodel.build(hp)
     tuner.hypermodel.fit(hp, model, fold.batches("train", args.batch_size, shuffle=True,
-                                                 seed=args.seed),
-                         validation_data=fold.batches("validation", args.batch_size,
-                                                      batch_multiple=_replicas(args)),
+                                                 seed=args.seed,
+                                                 **training.batch_options(args, "train")),
+                         validation_data=fold.batches(
+                             "validation", args.batch_size, batch_multiple=_replicas(args),
+                             **training.batch_options(args, "validation")),
                          epochs=hp.values.get("tuner/epochs", args.epochs),
                          shuffle=False,  # the batches reshuffle themselves each epoch
                          verbose=training.fit_verbosity())
@@ -276,7 +278,7 @@ def _main(args):
     test_group = training.choose_folds(manifest, args.fold or "1", synthetic)[0]
     training.write_run_settings(args.output, settings)
     features, usable, _ = training.extract_features(
-        manifest, os.path.join(args.output, "feature_cache")
+        manifest, os.path.join(args.output, "feature_cache"), in_memory=not args.stream_features
     )
     fold = training.prepare_fold(manifest, classes, features, test_group, usable,
                                  args.seed, args.max_seconds, normalize=args.normalize)
@@ -290,9 +292,11 @@ def _main(args):
     tuner = tuning.make_tuner(args.tuner, hypermodel, args.max_trials, max_epochs=args.epochs,
                               seed=args.seed + 1, directory=args.output, project_name="search")
     tuner.search(
-        fold.batches("train", args.batch_size, shuffle=True, seed=args.seed),
+        fold.batches("train", args.batch_size, shuffle=True, seed=args.seed,
+                     **training.batch_options(args, "train")),
         validation_data=fold.batches("validation", args.batch_size,
-                                     batch_multiple=_replicas(args)),
+                                     batch_multiple=_replicas(args),
+                                     **training.batch_options(args, "validation")),
         epochs=args.epochs,
         shuffle=False,  # the batches reshuffle themselves each epoch
         verbose=training.fit_verbosity(),

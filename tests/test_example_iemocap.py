@@ -219,22 +219,30 @@ def test_other_settings_on_the_same_output_are_refused(tmp_path):
         example.main(["--output", str(output)])
 
 
-def test_a_speaker_normalized_fold_trains_and_says_so(tmp_path):
+def test_a_speaker_normalized_fold_streamed_from_disk_trains_and_says_so(tmp_path):
     from keras_hrf import training
+    from keras_hrf.features import OnDiskFeatures
 
     example = _load_example("iemocap")
     args = example.parse_args(["--model", "speechformer", "--epochs", "1", "--hrf-expansion", "2",
-                               "--normalize", "speaker", "--output", str(tmp_path)])
+                               "--normalize", "speaker", "--stream-features",
+                               "--length-window", "2", "--output", str(tmp_path)])
     manifest, synthetic = training.load_data(args, training.demo_root(str(tmp_path)))
     assert synthetic and manifest["speaker"].str.len().min() > 0
     classes = keras_hrf.datasets.class_names(manifest)
-    features, usable, _ = training.extract_features(manifest, None)
+    features, usable, _ = training.extract_features(manifest, str(tmp_path / "cache"),
+                                                    in_memory=not args.stream_features)
+    assert isinstance(features, OnDiskFeatures)
     group = manifest["group"].iat[0]
     result, _, _ = example.run_fold(args, manifest, classes, features, group, usable,
                                     str(tmp_path / "fold"))
     assert result["normalization"]["mode"] == "speaker"
     assert result["hrf"]["ua"] == result["merged"]["ua"]
-    assert "normalize" in example.RUN_SETTINGS  # a resumed run must repeat it
+    assert 0.0 <= result["train_padding_fraction"] < 1.0
+    for setting in ("normalize", "length_window"):  # a resumed run must repeat them
+        assert setting in example.RUN_SETTINGS
+    with pytest.raises(SystemExit):
+        example.parse_args(["--length-window", "0"])
 
 
 def test_learning_rate_defaults_to_the_models_own():
@@ -268,10 +276,13 @@ def test_a_corpus_of_mixed_lengths_trains_and_predicts_over_two_folds(tmp_path, 
         ["--manifest", str(tmp_path / "clips.csv"), "--model", "speechformer",
          "--hrf-expansion", "0", "--epochs", "1",
          "--batch-size", "4", "--folds", "s1,s2", "--output", str(output),
-         "--deploy-formats", "keras"])
+         "--deploy-formats", "keras",
+         # Streamed from disk in length-grouped batches: the path for large corpora.
+         "--stream-features", "--length-window", "2"])
     assert [fold["test_group"] for fold in report["folds"]] == ["s1", "s2"]
     for fold in report["folds"]:
         assert fold["test_rows"] == 12
         assert np.sum(fold["merged"]["confusion_matrix"]) == 12
+        assert 0.0 <= fold["train_padding_fraction"] < 0.5
     assert (output / "merged.keras").is_file() and (output / "metrics.json").is_file()
     assert sorted(os.listdir(output / "deploy")) == ["metadata.json", "model.keras"]
