@@ -25,6 +25,7 @@ limit. It also reports the padding with and without `length_window`.
     python benchmarks/scale.py --backend jax          # 1 and 2 devices
     python benchmarks/scale.py --quick                # fewer steps, JAX
     python benchmarks/scale.py --memory               # 2 GiB limit, 8 GiB of features
+    python benchmarks/scale.py --padding emodb ravdess  # batches' padding, real corpora
 """
 
 import argparse
@@ -239,6 +240,53 @@ def memory_main(args, argv):
                              "cold disk")
 
 
+SHARED_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, os.pardir,
+                           "shared", "data")
+
+
+def padding_main(args, argv):
+    """The padding share of the recipe's training batches on real corpora, with
+    and without `length_window`: lengths from the extracted features, mean
+    over 5 epochs' shuffles."""
+    from keras_hrf import datasets
+    from keras_hrf.features import FeatureExtractor
+    from keras_hrf.features import OnDiskFeatures
+    from keras_hrf.features import PaddedBatches
+
+    loaders = {"emodb": datasets.load_emodb, "ravdess": datasets.load_ravdess}
+    rows = []
+    for corpus in args.padding:
+        manifest = loaders[corpus](os.path.join(SHARED_DATA, corpus))
+        with tempfile.TemporaryDirectory() as cache:
+            features, skipped = FeatureExtractor(cache_dir=cache).extract(
+                manifest, progress=False, in_memory=False)
+        usable = [i for i in range(len(features)) if features.paths[i] is not None]
+        lengths = OnDiskFeatures([features.paths[i] for i in usable],
+                                 features.lengths[usable])  # lengths only: nothing is read
+        labels = [0] * len(usable)
+        for seconds in (args.seconds, None):
+            for window in (None, 32):
+                batches = PaddedBatches(lengths, labels, args.batch_size, shuffle=True,
+                                        max_frames=None if seconds is None else int(seconds * 100),
+                                        length_window=window)
+                shares = []
+                for _ in range(5):
+                    shares.append(batches.padding_fraction())
+                    batches.on_epoch_end()
+                row = {"corpus": corpus, "utterances": len(usable), "skipped": len(skipped),
+                       "cut_seconds": seconds, "length_window": window,
+                       "padding_fraction": round(sum(shares) / len(shares), 4)}
+                rows.append(row)
+                print(row, flush=True)
+    output = args.output or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
+                                         "padding.json")
+    return write_report(output, __file__, argv, args.machine_note, batch_size=args.batch_size,
+                        frame_multiple=100, rows=rows,
+                        note="share of the training batches' frames that are padding (each "
+                             "batch padded to its longest utterance, rounded up to 1 s), "
+                             "mean over 5 shuffled epochs")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="4 steps an epoch, 3 epochs")
@@ -261,6 +309,10 @@ def main(argv=None):
     memory.add_argument("--store", default=None,
                         help="folder for the generated store (default: a temporary one, "
                         "removed afterwards)")
+    parser.add_argument("--padding", nargs="+", choices=["emodb", "ravdess"],
+                        help="instead: the training batches' padding on these corpora "
+                        "(../shared/data), cut at --seconds and uncut, with and without "
+                        "length_window")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--memory-child", choices=["disk", "memory"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -274,6 +326,8 @@ def main(argv=None):
         return None
     if args.memory:
         return memory_main(args, argv)
+    if args.padding:
+        return padding_main(args, argv)
     if args.child:
         print(json.dumps(child(args.child, args.batch_size, args.steps, args.epochs,
                                args.seconds)))
