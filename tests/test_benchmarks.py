@@ -485,3 +485,21 @@ def test_utterance_cut_counts_speech_past_the_cut_and_the_padded_frames_it_saves
     lengths = [150, 150, 450]
     assert cut.padded_frames(lengths, None, batch_size=3, epochs=2) == 1500
     assert cut.padded_frames(lengths, 400, batch_size=3, epochs=2) == 1200
+
+
+def test_scale_memory_limit_stops_a_run_that_outgrows_it(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.syspath_prepend(BENCHMARKS)  # as when run as a script: it imports report.py
+    scale = _load("scale")
+    paths, lengths = scale.write_store(str(tmp_path / "store"), gib=0.002)
+    assert len(paths) == len(lengths) > 0
+    assert all(np.load(p).shape == (n, 80) for p, n in zip(paths, lengths))
+    grow = ("import json, numpy; x = numpy.ones(2**28 // 8); "  # 256 MiB, touched
+            "print(json.dumps({'held_gib': x.nbytes / 2**30}))")
+    row, peak, stopped, _ = scale.run_under_limit([sys.executable, "-c", grow], dict(os.environ),
+                                                  limit_gib=0.1)
+    assert stopped and row is None and peak > 0.1
+    row, peak, stopped, _ = scale.run_under_limit([sys.executable, "-c", grow], dict(os.environ),
+                                                  limit_gib=4.0)
+    assert not stopped and row == {"held_gib": 0.25} and peak < 4.0
