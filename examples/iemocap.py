@@ -133,7 +133,8 @@ def load_finished_fold(fold_dir):
 
 
 def run_fold(args, manifest, classes, features, test_group, usable, fold_dir):
-    finished = load_finished_fold(fold_dir)
+    with args.data_parallel.locally() if args.data_parallel else contextlib.nullcontext():
+        finished = load_finished_fold(fold_dir)
     if finished is not None:
         return finished
     fold = training.prepare_fold(manifest, classes, features, test_group, usable,
@@ -164,7 +165,7 @@ def run_fold(args, manifest, classes, features, test_group, usable, fold_dir):
           else contextlib.nullcontext()):
         model.fit(
             fold.batches("train", args.batch_size, shuffle=True, seed=args.seed, **train_options),
-            validation_data=fold.batches("validation", args.batch_size, batch_multiple=replicas,
+            validation_data=fold.batches("validation", args.batch_size,
                                          **training.batch_options(args, "validation")),
             epochs=args.epochs,
             shuffle=False,  # the batches reshuffle themselves each epoch
@@ -178,41 +179,44 @@ def run_fold(args, manifest, classes, features, test_group, usable, fold_dir):
     train_seconds = time.time() - started
     model.load_weights(checkpoint.filepath)
 
-    test_inputs, test_labels = fold.inputs["test"], fold.labels["test"]
-    hrf_logits = predict(model, test_inputs, args.batch_size, replicas)
-    merged = keras_hrf.reparameterize(model)
-    merged_logits = predict(merged, test_inputs, args.batch_size, replicas)
-    difference = float(np.max(np.abs(hrf_logits - merged_logits)))
-    scale = float(np.max(np.abs(hrf_logits)))
-    hrf_report = classification_report(test_labels, hrf_logits.argmax(-1), classes)
-    merged_report = classification_report(test_labels, merged_logits.argmax(-1), classes)
-    print(f"Fold {test_group}: max |HRF - merged| logit difference {difference:.3e} "
-          f"(logits up to {scale:.2f}); parameters HRF {model.count_params():,}, "
-          f"merged {merged.count_params():,}")
-    if difference > 1e-4 * max(scale, 1.0) or hrf_report["ua"] != merged_report["ua"]:
-        raise SystemExit(f"Fold {test_group}: the merged model does not match the HRF model")
-    result = {
-        "test_group": test_group,
-        "train_rows": len(fold.rows["train"]), "validation_rows": len(fold.rows["validation"]),
-        "test_rows": len(fold.rows["test"]),
-        "train_seconds": round(train_seconds, 1), "replicas": replicas,
-        "train_padding_fraction": round(padding, 4),
-        "best_epoch": checkpoint.best_epoch, "best_val_ua": checkpoint.best,
-        "max_abs_logit_difference": difference,
-        "params_hrf": model.count_params(), "params_merged": merged.count_params(),
-        "hrf": hrf_report, "merged": merged_report,
-        # "speaker": inputs were then standardized per speaker, with each speaker's own statistics.
-        "normalization": {"mode": fold.normalization,
-                          "mean": fold.mean.tolist(), "std": fold.std.tolist()},
-    }
-    for name, item in (("hrf.keras", model), ("merged.keras", merged)):
-        with atomic_path(os.path.join(fold_dir, name)) as path:
-            item.save(path)
-    # Written last: its presence marks the fold as finished.
-    with atomic_path(os.path.join(fold_dir, "result.json")) as path:
-        with open(path, "w") as handle:
-            json.dump(result, handle, indent=2)
-    return result, model, merged
+    # Several processes: each predicts, merges and saves with a copy on its own devices.
+    with (data_parallel.for_prediction(model) if data_parallel
+          else contextlib.nullcontext((model, 1))) as (model, prediction_multiple):
+        test_inputs, test_labels = fold.inputs["test"], fold.labels["test"]
+        hrf_logits = predict(model, test_inputs, args.batch_size, prediction_multiple)
+        merged = keras_hrf.reparameterize(model)
+        merged_logits = predict(merged, test_inputs, args.batch_size, prediction_multiple)
+        difference = float(np.max(np.abs(hrf_logits - merged_logits)))
+        scale = float(np.max(np.abs(hrf_logits)))
+        hrf_report = classification_report(test_labels, hrf_logits.argmax(-1), classes)
+        merged_report = classification_report(test_labels, merged_logits.argmax(-1), classes)
+        print(f"Fold {test_group}: max |HRF - merged| logit difference {difference:.3e} "
+              f"(logits up to {scale:.2f}); parameters HRF {model.count_params():,}, "
+              f"merged {merged.count_params():,}")
+        if difference > 1e-4 * max(scale, 1.0) or hrf_report["ua"] != merged_report["ua"]:
+            raise SystemExit(f"Fold {test_group}: the merged model does not match the HRF model")
+        result = {
+            "test_group": test_group,
+            "train_rows": len(fold.rows["train"]), "validation_rows": len(fold.rows["validation"]),
+            "test_rows": len(fold.rows["test"]),
+            "train_seconds": round(train_seconds, 1), "replicas": replicas,
+            "train_padding_fraction": round(padding, 4),
+            "best_epoch": checkpoint.best_epoch, "best_val_ua": checkpoint.best,
+            "max_abs_logit_difference": difference,
+            "params_hrf": model.count_params(), "params_merged": merged.count_params(),
+            "hrf": hrf_report, "merged": merged_report,
+            # "speaker": inputs were then standardized per speaker, with each speaker's own statistics.
+            "normalization": {"mode": fold.normalization,
+                              "mean": fold.mean.tolist(), "std": fold.std.tolist()},
+        }
+        for name, item in (("hrf.keras", model), ("merged.keras", merged)):
+            with atomic_path(os.path.join(fold_dir, name)) as path:
+                item.save(path)
+        # Written last: its presence marks the fold as finished.
+        with atomic_path(os.path.join(fold_dir, "result.json")) as path:
+            with open(path, "w") as handle:
+                json.dump(result, handle, indent=2)
+        return result, model, merged
 
 
 def export_merged(merged, output):
@@ -356,16 +360,17 @@ def _main(args):
             first = (model, merged)
 
     model, merged = first
-    for name, item in (("hrf.keras", model), ("merged.keras", merged)):
-        with atomic_path(os.path.join(args.output, name)) as path:
-            item.save(path)
-    if args.deploy_formats:
-        with filtered_stderr():  # the LiteRT converter's progress notes
-            export = export_merged(merged, args.output)
-            export["deploy"] = export_deployable(merged, classes, fold_results[0], args)
-    else:
-        export = {"saved_model": None, "tflite": None,
-                  "note": "no exports: --deploy-formats none"}
+    with args.data_parallel.locally() if args.data_parallel else contextlib.nullcontext():
+        for name, item in (("hrf.keras", model), ("merged.keras", merged)):
+            with atomic_path(os.path.join(args.output, name)) as path:
+                item.save(path)
+        if args.deploy_formats:
+            with filtered_stderr():  # the LiteRT converter's progress notes
+                export = export_merged(merged, args.output)
+                export["deploy"] = export_deployable(merged, classes, fold_results[0], args)
+        else:
+            export = {"saved_model": None, "tflite": None,
+                      "note": "no exports: --deploy-formats none"}
 
     summary = {
         kind: {m: float(np.mean([r[kind][m] for r in fold_results])) for m in ("wa", "ua", "macro_f1")}

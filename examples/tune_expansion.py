@@ -185,7 +185,7 @@ def best_model(tuner, fold, args):
                                                  seed=args.seed,
                                                  **training.batch_options(args, "train")),
                          validation_data=fold.batches(
-                             "validation", args.batch_size, batch_multiple=_replicas(args),
+                             "validation", args.batch_size,
                              **training.batch_options(args, "validation")),
                          epochs=hp.values.get("tuner/epochs", args.epochs),
                          shuffle=False,  # the batches reshuffle themselves each epoch
@@ -265,6 +265,11 @@ def write_reports(tuner, fold, args, synthetic):
 def main(argv=None):
     args = parse_args(argv)
     with distribute.for_flag(args.distribute, args.batch_size) as args.data_parallel:
+        if args.data_parallel and args.data_parallel.process_count > 1:
+            raise SystemExit(
+                "--distribute: the search runs on one host's devices; to spread trials over "
+                "hosts, run KerasTuner's own chief and workers (KERASTUNER_TUNER_ID, "
+                "KERASTUNER_ORACLE_IP, KERASTUNER_ORACLE_PORT) instead of several JAX processes")
         return _main(args)
 
 
@@ -295,7 +300,6 @@ def _main(args):
         fold.batches("train", args.batch_size, shuffle=True, seed=args.seed,
                      **training.batch_options(args, "train")),
         validation_data=fold.batches("validation", args.batch_size,
-                                     batch_multiple=_replicas(args),
                                      **training.batch_options(args, "validation")),
         epochs=args.epochs,
         shuffle=False,  # the batches reshuffle themselves each epoch

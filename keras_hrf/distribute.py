@@ -10,9 +10,14 @@
                                                batch_multiple=data_parallel.num_replicas))
 
 - JAX: `keras.distribution.DataParallel` over every device
-  `keras.distribution.list_devices()` sees on this host. Several processes
-  (`KERAS_DISTRIBUTION_*`) are refused: each would have to feed its own share
-  of every global batch, which `PaddedBatches` does not do yet.
+  `keras.distribution.list_devices()` sees. Several processes (one per host,
+  from `KERAS_DISTRIBUTION_JOB_ADDRESSES`, `_NUM_PROCESSES`, `_PROCESS_ID`) are
+  joined by `keras.distribution.initialize` (on CPUs over gloo); each process
+  then feeds its own share of every global batch (`batch_options`: the
+  batches of every process are padded to the same length, from the lengths
+  alone), and `local_copy` gives each process the trained model on its own
+  devices for prediction, merging and export (Keras' `predict` cannot fetch
+  outputs that span other processes' devices).
 - TensorFlow: `tf.distribute.MirroredStrategy` over the local GPUs (or, with
   none, every logical CPU device). Several hosts are refused with a message:
   Keras 3's `fit` fails under `MultiWorkerMirroredStrategy`
@@ -46,13 +51,6 @@ MULTI_WORKER_REFUSAL = (
     "TF_CONFIG names several workers, but Keras 3's fit does not run under TensorFlow's "
     "MultiWorkerMirroredStrategy (keras-team/keras#20585; Keras 3.15 with TensorFlow 2.21 "
     "fails on the first batch). Unset TF_CONFIG to train on this host's devices.")
-# Under several JAX processes Keras takes each process's batch as its local share
-# of the global batch; `PaddedBatches` gives every process the whole batch, so the
-# hosts would train on copies of the same rows.
-MULTI_PROCESS_REFUSAL = (
-    "KERAS_DISTRIBUTION_* names several JAX processes; each would have to feed its own "
-    "share of every global batch, which keras_hrf's batches do not do yet. Train on one "
-    "host's devices (unset KERAS_DISTRIBUTION_JOB_ADDRESSES, _NUM_PROCESSES, _PROCESS_ID).")
 JAX_HOST_VARIABLES = ("KERAS_DISTRIBUTION_JOB_ADDRESSES", "KERAS_DISTRIBUTION_NUM_PROCESSES",
                       "KERAS_DISTRIBUTION_PROCESS_ID")
 
@@ -61,25 +59,33 @@ class DataParallel:
     """Data-parallel training over every visible device (module docstring).
 
     Attributes:
-        num_replicas: Devices that each take a share of a batch.
+        num_replicas: Devices that each take a share of a batch (all
+            processes' together).
+        process_index, process_count: This process and how many train
+            together (JAX over several hosts; otherwise 0 and 1).
         strategy: On TensorFlow, the `tf.distribute.Strategy`; None on JAX.
         distribution: On JAX, the `keras.distribution.DataParallel` (set as
             Keras' global distribution); None on TensorFlow.
 
     Raises:
         ValueError: on a backend other than JAX and TensorFlow, and for
-            several hosts (`TF_CONFIG` workers, `KERAS_DISTRIBUTION_*` processes).
+            several TensorFlow workers (`TF_CONFIG`).
     """
 
     def __init__(self):
         backend = keras.backend.backend()
         self.strategy = self.distribution = None
+        self.process_index, self.process_count = 0, 1
         if backend == "jax":
-            addresses = [a for a in os.environ.get(JAX_HOST_VARIABLES[0], "").split(",") if a]
-            if len(addresses) > 1 or int(os.environ.get(JAX_HOST_VARIABLES[1]) or 1) > 1:
-                raise ValueError(MULTI_PROCESS_REFUSAL)
+            if _jax_processes() > 1:
+                _join_jax_processes()
+            import jax
+
+            self.process_index, self.process_count = jax.process_index(), jax.process_count()
             devices = keras.distribution.list_devices()
-            self.distribution = keras.distribution.DataParallel(devices=devices)
+            # Each process passes its own share of the batch (batch_options).
+            self.distribution = keras.distribution.DataParallel(
+                devices=devices, auto_shard_dataset=self.process_count == 1)
             keras.distribution.set_distribution(self.distribution)
             self.num_replicas = len(devices)
         elif backend == "tensorflow":
@@ -104,6 +110,51 @@ class DataParallel:
             raise ValueError(
                 f"batch_size={batch_size} does not divide over {self.num_replicas} "
                 f"data-parallel replicas; choose a multiple of {self.num_replicas}")
+
+    def batch_options(self, part):
+        """`PaddedBatches` / `FoldData.batches` options for one part
+        ("train", "validation", "test"): evaluation batches filled up to a
+        multiple of the replicas, and this process's share of each batch."""
+        options = {"process_index": self.process_index, "process_count": self.process_count}
+        if part != "train":
+            options["batch_multiple"] = self.num_replicas
+        return options
+
+    @contextlib.contextmanager
+    def locally(self):
+        """Inside this, one process works on its own devices: Keras' global
+        distribution is off while several processes train together (their
+        `predict` cannot fetch outputs that span other processes' devices).
+        Nothing changes for one process."""
+        if self.process_count == 1:
+            yield
+            return
+        keras.distribution.set_distribution(None)
+        try:
+            yield
+        finally:
+            keras.distribution.set_distribution(self.distribution)
+
+    @contextlib.contextmanager
+    def for_prediction(self, model):
+        """Yields `(model, batch_multiple)` to predict, merge and export with
+        after training: with several processes a copy of `model` on this
+        process's devices (its trained weights, replicated on every device,
+        copied over) and 1, inside `locally()`; otherwise `model` itself and
+        the replicas."""
+        if self.process_count == 1:
+            yield model, self.num_replicas
+            return
+        weights = [keras.ops.convert_to_numpy(w) for w in model.weights]
+        with self.locally():
+            config = keras.saving.serialize_keras_object(model)
+            config.pop("compile_config", None)  # for inference: no optimizer, loss, metrics
+            copy = keras.saving.deserialize_keras_object(config)
+            if not copy.built:
+                copy.build(model.inputs[0].shape if getattr(model, "inputs", None) else None)
+            for variable, value in zip(copy.weights, weights):
+                variable.assign(value)
+            yield copy, 1
 
     def scope(self):
         """Build and compile the model inside this (TensorFlow: the strategy's
@@ -169,6 +220,28 @@ def _synchronized_masked_moments(layer):
     return moments
 
 
+def _jax_processes():
+    addresses = [a for a in os.environ.get(JAX_HOST_VARIABLES[0], "").split(",") if a]
+    return max(len(addresses), int(os.environ.get(JAX_HOST_VARIABLES[1]) or 1))
+
+
+def _join_jax_processes():
+    """`keras.distribution.initialize` from the `KERAS_DISTRIBUTION_*` variables,
+    once per process; on CPUs the processes' collectives go over gloo (JAX has
+    none across CPU processes otherwise)."""
+    import jax
+
+    if jax.distributed.is_initialized():
+        return
+    missing = [name for name in JAX_HOST_VARIABLES if not os.environ.get(name)]
+    if missing:
+        raise ValueError(
+            f"Several JAX processes need all of {list(JAX_HOST_VARIABLES)}; {missing} unset "
+            "(the coordinator's host:port, the number of processes, this one's index)")
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    keras.distribution.initialize()
+
+
 @contextlib.contextmanager
 def for_flag(distribute, batch_size):
     """A script's `--distribute`: yields a `DataParallel` (or None when
@@ -182,7 +255,9 @@ def for_flag(distribute, batch_size):
         data_parallel.check_batch_size(batch_size)
     except ValueError as error:
         raise SystemExit(f"--distribute: {error}") from None
-    print(f"Data-parallel training over {data_parallel.num_replicas} device(s); "
+    processes = (f", process {data_parallel.process_index + 1} of "
+                 f"{data_parallel.process_count}" if data_parallel.process_count > 1 else "")
+    print(f"Data-parallel training over {data_parallel.num_replicas} device(s){processes}; "
           f"global batch {batch_size}")
     try:
         yield data_parallel

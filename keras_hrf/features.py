@@ -286,11 +286,17 @@ class PaddedBatches(keras.utils.PyDataset):
             thread pool serves batches it prepared before `on_epoch_end`
             reshuffled (measured: the model then trains on other batches
             than in turn), so `workers > 1` is refused here.
+        process_index, process_count: Data-parallel training over several
+            processes (`keras_hrf.distribute.DataParallel.batch_options`):
+            this process's batches are its contiguous share of every global
+            batch of `batch_size` rows, all processes' padded to the global
+            batch's longest utterance (from the lengths, not the data).
     """
 
     def __init__(self, features, labels=None, batch_size=16, shuffle=False,
                  max_frames=None, frame_multiple=100, seed=0, batch_multiple=1,
-                 length_window=None, read_ahead=0, **kwargs):
+                 length_window=None, read_ahead=0, process_index=0, process_count=1,
+                 **kwargs):
         if kwargs.get("workers", 1) > 1 or kwargs.get("use_multiprocessing"):
             raise ValueError(
                 "PaddedBatches: give read_ahead=N to prepare batches in the background, not "
@@ -302,6 +308,10 @@ class PaddedBatches(keras.utils.PyDataset):
             raise ValueError(f"PaddedBatches: read_ahead must be an integer >= 0, received "
                              f"read_ahead={read_ahead!r}")
         self.read_ahead = read_ahead
+        if not 0 <= process_index < process_count:
+            raise ValueError(f"PaddedBatches: process_index={process_index!r} is not one of "
+                             f"process_count={process_count!r} processes")
+        self.process_index, self.process_count = process_index, process_count
         self._pool = None
         self._pending = {}  # batch index -> Future, for read_ahead
         if length_window is not None and (not shuffle or not isinstance(length_window, int)
@@ -359,14 +369,24 @@ class PaddedBatches(keras.utils.PyDataset):
 
     def _batch(self, index):
         rows, real = self._rows(index)
+        # The global batch's length (lengths after the cut; the rounding only pads).
+        frames = self._padded_frames(int(self.lengths()[rows].max()))
+        weights = (np.arange(len(rows)) < real).astype(np.float32)
+        if self.process_count > 1:
+            if len(rows) % self.process_count:
+                raise ValueError(
+                    f"PaddedBatches: batch {index} has {len(rows)} rows, which do not divide "
+                    f"over {self.process_count} processes; give batch_multiple (the replicas)")
+            share = len(rows) // self.process_count
+            keep = slice(self.process_index * share, (self.process_index + 1) * share)
+            rows, weights = rows[keep], weights[keep]
         items = [self.features[i] for i in rows]
-        if self.max_frames is not None:  # cut first: the rounding below only pads
+        if self.max_frames is not None:
             items = [item[: self.max_frames] for item in items]
-        batch = pad_batch(items, max_frames=self._padded_frames(max(len(i) for i in items)))
+        batch = pad_batch(items, max_frames=frames)
         if self.labels is None:
             return (batch,)
         if self.batch_multiple > 1:
-            weights = (np.arange(len(rows)) < real).astype(np.float32)
             return batch, self.labels[rows], weights
         return batch, self.labels[rows]
 

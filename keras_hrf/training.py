@@ -101,11 +101,14 @@ STREAM_READ_AHEAD = 4
 
 
 def batch_options(args, part):
-    """`FoldData.batches` options from `--stream-features` and `--length-window`
-    for one part ("train", "validation", "test")."""
+    """`FoldData.batches` options for one part ("train", "validation",
+    "test") from `--stream-features`, `--length-window` and `--distribute`
+    (`args.data_parallel`: the replicas and this process's share)."""
     options = {"read_ahead": STREAM_READ_AHEAD if args.stream_features else 0}
     if part == "train":
         options["length_window"] = args.length_window
+    if getattr(args, "data_parallel", None) is not None:
+        options.update(args.data_parallel.batch_options(part))
     return options
 
 
@@ -283,25 +286,29 @@ class FoldData:
         return -(-len(self.inputs["train"]) // batch_size)
 
     def batches(self, part, batch_size, shuffle=False, seed=0, batch_multiple=1,
-                length_window=None, read_ahead=0):
+                length_window=None, read_ahead=0, process_index=0, process_count=1):
         """One part ("train", "validation", "test") as `PaddedBatches`, in the
         form `fit` / `evaluate` / `predict` take on this backend
         (`PaddedBatches.for_keras`: on TensorFlow, a `tf.data.Dataset` whose
         time axis is variable). The batches shuffle themselves when `shuffle`:
         give `fit` `shuffle=False`. `batch_multiple`: the data-parallel
         replicas (`keras_hrf.distribute.DataParallel.num_replicas`).
-        `length_window` (with `shuffle`) and `read_ahead`: see `PaddedBatches`."""
+        `length_window` (with `shuffle`), `read_ahead` and the process share:
+        see `PaddedBatches` (`training.batch_options` gives a script's)."""
         return self.padded_batches(part, batch_size, shuffle, seed, batch_multiple,
-                                   length_window, read_ahead).for_keras()
+                                   length_window, read_ahead, process_index,
+                                   process_count).for_keras()
 
     def padded_batches(self, part, batch_size, shuffle=False, seed=0, batch_multiple=1,
-                       length_window=None, read_ahead=0):
+                       length_window=None, read_ahead=0, process_index=0, process_count=1):
         """`batches` as the `PaddedBatches` object itself (for
         `padding_fraction()`, say)."""
         return feature_lib.PaddedBatches(self.inputs[part], self.labels[part], batch_size,
                                          shuffle=shuffle, seed=seed,
                                          batch_multiple=batch_multiple,
-                                         length_window=length_window, read_ahead=read_ahead)
+                                         length_window=length_window, read_ahead=read_ahead,
+                                         process_index=process_index,
+                                         process_count=process_count)
 
 
 NORMALIZATIONS = ("train", "speaker")

@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import keras
+import numpy as np
 import pytest
 
 BACKEND = keras.backend.backend()
@@ -233,10 +234,184 @@ def test_several_tensorflow_workers_are_refused_with_the_upstream_reason(monkeyp
 
 
 @pytest.mark.skipif(BACKEND != "jax", reason="KERAS_DISTRIBUTION_* is JAX's")
-def test_several_jax_processes_are_refused_until_each_feeds_its_share(monkeypatch):
+def test_several_jax_processes_need_every_variable(monkeypatch):
     from keras_hrf import distribute
 
     monkeypatch.setenv("KERAS_DISTRIBUTION_NUM_PROCESSES", "2")
-    with pytest.raises(ValueError, match=r"several JAX processes; each would have to feed"):
+    monkeypatch.delenv("KERAS_DISTRIBUTION_JOB_ADDRESSES", raising=False)
+    monkeypatch.delenv("KERAS_DISTRIBUTION_PROCESS_ID", raising=False)
+    with pytest.raises(ValueError, match=r"'KERAS_DISTRIBUTION_JOB_ADDRESSES', "
+                                         r"'KERAS_DISTRIBUTION_PROCESS_ID'\] unset"):
         distribute.DataParallel()
     assert keras.distribution.distribution() is None
+
+
+# Two JAX processes on loopback, one CPU device each, train the small Conformer
+# (masked BatchNorm before the FFN: statistics over both processes' rows) on
+# length-grouped batches, each process feeding its share; then evaluate and
+# predict (a local copy) 7 utterances. One process on one device does the same
+# at the same global batch.
+PROCESSES = r"""
+import contextlib, json, os, sys
+import numpy as np
+import keras
+import keras_hrf
+from keras_hrf import distribute, training
+from keras_hrf.features import PaddedBatches
+from keras_hrf.recipe import Recipe, compile_for_training
+
+rng = np.random.default_rng(0)
+xs = [rng.normal(size=(n, 16)).astype("float32") for n in rng.integers(40, 230, size=16)]
+ys = (np.arange(16) % 3).astype("int32")
+recipe = Recipe(epochs=2, spec_augment=False, optimizer="sgd", learning_rate=0.1,
+                warmup_fraction=0.0)
+several = int(os.environ.get("KERAS_DISTRIBUTION_NUM_PROCESSES") or 1) > 1
+data_parallel = distribute.DataParallel() if several else None
+options = data_parallel.batch_options if several else (lambda part: {})
+with data_parallel.scope() if several else contextlib.nullcontext():
+    keras.utils.set_random_seed(0)
+    model = training.build_model("conformer", 3, 16, recipe, num_layers=1, model_dim=16,
+                                 num_heads=2, dropout=0.0, attention_dropout=0.0,
+                                 hrf_expansion=2.0, hrf_norm="batch")
+    compile_for_training(model, 3, recipe, steps_per_epoch=2, model_name="conformer")
+train = PaddedBatches(xs, ys, batch_size=8, shuffle=True, length_window=2,
+                      **options("train"))
+model.fit(train.for_keras(), epochs=2, verbose=0, shuffle=False)
+seven = PaddedBatches(xs[:7], ys[:7], batch_size=8, **options("test"))
+scores = model.evaluate(seven.for_keras(), verbose=0, return_dict=True)
+with data_parallel.for_prediction(model) if several else contextlib.nullcontext((model, 1)) \
+        as (local, multiple):
+    logits = local.predict(PaddedBatches(xs[:7], batch_size=8, batch_multiple=multiple)
+                           .for_keras(), verbose=0)[:7]
+    merged = keras_hrf.reparameterize(local)
+    merged_logits = merged.predict(PaddedBatches(xs[:7], batch_size=8).for_keras(), verbose=0)
+
+class Rows(keras.metrics.Metric):  # the rows of a global batch, as the model sees it
+    def __init__(self):
+        super().__init__(name="rows")
+        self.total = self.add_variable((), initializer="zeros", name="total")
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        self.total.assign_add(keras.ops.cast(keras.ops.shape(y_true)[0], "float32"))
+    def result(self):
+        return keras.ops.convert_to_tensor(self.total)
+
+model.compile(loss=model.loss, metrics=[Rows()])
+scores["rows"] = model.evaluate(seven.for_keras(), verbose=0, return_dict=True)["rows"]
+np.savez(sys.argv[1], *[np.asarray(w) for w in local.weights], logits=logits,
+         merged_logits=merged_logits)
+print(json.dumps({"scores": scores,
+                  "process": data_parallel.process_index if several else None,
+                  "replicas": data_parallel.num_replicas if several else 1}))
+"""
+
+
+def _free_port():
+    import socket
+
+    with socket.socket() as handle:
+        handle.bind(("127.0.0.1", 0))
+        return handle.getsockname()[1]
+
+
+@pytest.mark.skipif(BACKEND != "jax", reason="several processes: JAX's keras.distribution")
+def test_two_jax_processes_each_feeding_its_share_train_as_one_device(tmp_path):
+    env = {**os.environ, "KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "3",
+           # One CPU device per process, whatever conftest set for the others.
+           "XLA_FLAGS": os.environ.get("XLA_FLAGS", "").replace(
+               "--xla_force_host_platform_device_count=2", "")}
+    address = f"127.0.0.1:{_free_port()}"
+    processes = []
+    for index in range(2):
+        processes.append(subprocess.Popen(
+            [sys.executable, "-c", PROCESSES, str(tmp_path / f"process{index}.npz")],
+            env={**env, "KERAS_DISTRIBUTION_JOB_ADDRESSES": address,
+                 "KERAS_DISTRIBUTION_NUM_PROCESSES": "2",
+                 "KERAS_DISTRIBUTION_PROCESS_ID": str(index)},
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT))
+    single = subprocess.run([sys.executable, "-c", PROCESSES, str(tmp_path / "single.npz")],
+                            env=env, capture_output=True, text=True, cwd=ROOT, timeout=600)
+    outputs = []
+    for process in processes:
+        try:
+            out, err = process.communicate(timeout=600)
+        finally:
+            process.kill()
+        assert process.returncode == 0, err[-3000:]
+        outputs.append(json.loads(out.strip().splitlines()[-1]))
+    assert single.returncode == 0, single.stderr[-3000:]
+    one = json.loads(single.stdout.strip().splitlines()[-1])
+    assert [o["process"] for o in outputs] == [0, 1] and outputs[0]["replicas"] == 2
+    reference = np.load(tmp_path / "single.npz")
+    for index in range(2):
+        result = np.load(tmp_path / f"process{index}.npz")
+        assert sorted(result.files) == sorted(reference.files)
+        for name in reference.files:  # weights, logits and merged logits
+            np.testing.assert_allclose(result[name], reference[name], rtol=1e-4, atol=1e-5,
+                                       err_msg=name)
+        # 7 utterances on one device; on two, a weight-0 repeat tops them up to
+        # 8 rows, 4 from each process (16 if each process fed the whole batch).
+        assert (one["scores"]["rows"], outputs[index]["scores"].pop("rows")) == (7, 8)
+        for metric, value in one["scores"].items():
+            if metric == "rows":
+                continue
+            assert outputs[index]["scores"][metric] == pytest.approx(value, abs=1e-4), metric
+
+
+@pytest.mark.skipif(BACKEND != "jax", reason="several processes: JAX's keras.distribution")
+def test_the_example_over_two_processes_trains_and_each_saves_the_same_model(tmp_path):
+    """Each process feeds its share, then predicts, merges and saves with its own
+    copy, in its own --output; the tuner refuses several processes."""
+    env = {**os.environ, "KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "3",
+           "XLA_FLAGS": os.environ.get("XLA_FLAGS", "").replace(
+               "--xla_force_host_platform_device_count=2", ""),
+           "KERAS_DISTRIBUTION_JOB_ADDRESSES": f"127.0.0.1:{_free_port()}",
+           "KERAS_DISTRIBUTION_NUM_PROCESSES": "2"}
+    processes = [subprocess.Popen(
+        [sys.executable, os.path.join(ROOT, "examples", "iemocap.py"), "--distribute",
+         "--model", "speechformer", "--epochs", "1", "--hrf-expansion", "2",
+         "--deploy-formats", "none", "--output", str(tmp_path / f"process{index}")],
+        env={**env, "KERAS_DISTRIBUTION_PROCESS_ID": str(index)}, cwd=ROOT,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for index in range(2)]
+    logs = []
+    for process in processes:
+        try:
+            logs.append(process.communicate(timeout=600)[0])
+        finally:
+            process.kill()
+        assert process.returncode == 0, logs[-1][-3000:]
+    assert "over 2 device(s), process 2 of 2; global batch 16" in logs[1]
+    folds = [json.loads((tmp_path / f"process{i}" / "metrics.json").read_text())["folds"][0]
+             for i in range(2)]
+    assert folds[0]["replicas"] == folds[1]["replicas"] == 2
+    assert folds[0]["best_val_ua"] == folds[1]["best_val_ua"]
+    assert folds[0]["merged"]["confusion_matrix"] == folds[1]["merged"]["confusion_matrix"]
+    assert sum(map(sum, folds[0]["merged"]["confusion_matrix"])) == folds[0]["test_rows"]
+    import keras_hrf  # noqa: F401 - registers the models for loading
+
+    weights = [keras.saving.load_model(tmp_path / f"process{i}" / "merged.keras").get_weights()
+               for i in range(2)]
+    for first, second in zip(*weights):
+        np.testing.assert_array_equal(first, second)
+
+
+def test_the_tuner_refuses_several_processes(tmp_path, monkeypatch):
+    from keras_hrf import distribute
+
+    class TwoProcesses:  # what DataParallel() is on each of two joined JAX processes
+        num_replicas, process_index, process_count = 2, 0, 2
+
+        def check_batch_size(self, batch_size):
+            pass
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(distribute, "DataParallel", TwoProcesses)
+    sys.path.insert(0, os.path.join(ROOT, "examples"))
+    try:
+        import tune_expansion
+    finally:
+        sys.path.pop(0)
+    with pytest.raises(SystemExit, match=r"KerasTuner's own chief and workers"):
+        tune_expansion.main(["--distribute", "--output", str(tmp_path / "tune")])
+    assert not (tmp_path / "tune").exists()  # refused before any work
