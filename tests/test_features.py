@@ -223,3 +223,27 @@ def test_reading_ahead_trains_exactly_as_reading_in_turn():
         PaddedBatches(items, labels, workers=2)
     with pytest.raises(ValueError, match="read_ahead"):
         PaddedBatches(items, labels, read_ahead=-1)
+
+
+def test_each_process_takes_its_share_of_every_global_batch_padded_alike():
+    items = _lengths_items(count=21, seed=4)
+    labels = np.arange(len(items))
+    whole = PaddedBatches(items, labels, batch_size=8, batch_multiple=4)
+    shares = [PaddedBatches(items, labels, batch_size=8, batch_multiple=4, process_index=i,
+                            process_count=2) for i in range(2)]
+    assert len(shares[0]) == len(shares[1]) == len(whole) == 3
+    for index in range(len(whole)):
+        x, y, w = whole[index]
+        parts = [share[index] for share in shares]
+        assert [p[0].shape for p in parts] == [(len(y) // 2,) + x.shape[1:]] * 2  # same length
+        np.testing.assert_array_equal(np.concatenate([p[0] for p in parts]), x)
+        np.testing.assert_array_equal(np.concatenate([p[1] for p in parts]), y)
+        np.testing.assert_array_equal(np.concatenate([p[2] for p in parts]), w)
+    # The last batch holds 5 utterances, topped up to 8: the second process's share
+    # is 1 utterance and 3 weight-0 repeats.
+    assert shares[1][2][2].tolist() == [1, 0, 0, 0]
+    uneven = PaddedBatches(items, labels, batch_size=8, process_index=0, process_count=2)
+    with pytest.raises(ValueError, match="5 rows, which do not divide over 2 processes"):
+        uneven[2]
+    with pytest.raises(ValueError, match="process_index=2"):
+        PaddedBatches(items, labels, process_index=2, process_count=2)
