@@ -10,8 +10,8 @@ For corpora larger than memory, `FeatureExtractor.extract(in_memory=False)`
 keeps the features in that cache (one `.npy` file per utterance) and returns
 `OnDiskFeatures`, which reads an utterance when a batch asks for it;
 `FeatureView` cuts and normalizes on the way, and `PaddedBatches` (with
-`workers` to read ahead, `length_window` to batch similar lengths) holds a
-bounded number of batches, not the corpus.
+`read_ahead` to prepare batches in the background, `length_window` to batch
+similar lengths) holds a bounded number of batches, not the corpus.
 """
 
 import collections.abc
