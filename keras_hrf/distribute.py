@@ -15,9 +15,9 @@
   joined by `keras.distribution.initialize` (on CPUs over gloo); each process
   then feeds its own share of every global batch (`batch_options`: the
   batches of every process are padded to the same length, from the lengths
-  alone), and `local_copy` gives each process the trained model on its own
-  devices for prediction, merging and export (Keras' `predict` cannot fetch
-  outputs that span other processes' devices).
+  alone), and `for_prediction` gives each process the trained model on its
+  own devices for prediction, merging and export (Keras' `predict` cannot
+  fetch outputs that span other processes' devices).
 - TensorFlow: `tf.distribute.MirroredStrategy` over the local GPUs (or, with
   none, every logical CPU device). Several hosts are refused with a message:
   Keras 3's `fit` fails under `MultiWorkerMirroredStrategy`
