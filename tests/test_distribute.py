@@ -4,6 +4,7 @@ The devices must exist before the backend starts, so each check runs in a
 fresh interpreter: XLA_FLAGS on JAX, logical CPU devices on TensorFlow.
 """
 
+import importlib
 import json
 import os
 import subprocess
@@ -154,11 +155,7 @@ def test_the_example_trains_merges_and_records_its_replicas(tmp_path):
         assert "Data-parallel training over 2 device(s); global batch 16" in done.stdout
         replicas = 2
     else:
-        sys.path.insert(0, os.path.join(ROOT, "examples"))
-        try:
-            import iemocap
-        finally:
-            sys.path.pop(0)
+        iemocap = _example("iemocap")
         if BACKEND != "tensorflow":
             with pytest.raises(SystemExit, match=r"--distribute: Data-parallel training runs on "
                                                  r"the jax and tensorflow backends"):
@@ -196,11 +193,7 @@ def test_the_tuners_trials_are_built_for_the_replicas_and_other_backends_refused
     from keras_hrf import tuning
 
     if BACKEND not in ("jax", "tensorflow"):
-        sys.path.insert(0, os.path.join(ROOT, "examples"))
-        try:
-            import tune_expansion
-        finally:
-            sys.path.pop(0)
+        tune_expansion = _example("tune_expansion")
         with pytest.raises(SystemExit, match=r"--distribute: Data-parallel training runs on"):
             tune_expansion.main(["--distribute", "--output", str(tmp_path / "tune")])
         assert not (tmp_path / "tune").exists()
@@ -305,6 +298,15 @@ print(json.dumps({"scores": scores,
 """
 
 
+def _example(name):
+    """An example script imported as a module (examples/ is not a package)."""
+    sys.path.insert(0, os.path.join(ROOT, "examples"))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.pop(0)
+
+
 def _free_port():
     import socket
 
@@ -407,11 +409,7 @@ def test_the_tuner_refuses_several_processes(tmp_path, monkeypatch):
             pass
 
     monkeypatch.setattr(distribute, "DataParallel", TwoProcesses)
-    sys.path.insert(0, os.path.join(ROOT, "examples"))
-    try:
-        import tune_expansion
-    finally:
-        sys.path.pop(0)
+    tune_expansion = _example("tune_expansion")
     with pytest.raises(SystemExit, match=r"KerasTuner's own chief and workers"):
         tune_expansion.main(["--distribute", "--output", str(tmp_path / "tune")])
     assert not (tmp_path / "tune").exists()  # refused before any work
