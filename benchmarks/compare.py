@@ -39,6 +39,23 @@ NAMES = {"conformer": "Conformer", "convtransformer": "ConvTransformer",
 METRICS = ("ua", "wa", "macro_f1")
 
 
+def load_baseline(results, corpus, normalize):
+    """(folds, {metric: mean, spread and per-fold values}) of the classic
+    baseline under `normalize`, from `<results>/baseline/<corpus>.json`; the
+    folds are the corpus's, as the baseline ran them."""
+    path = os.path.join(results, "baseline", f"{corpus}.json")
+    if not os.path.isfile(path):
+        sys.exit(f"error: no classic baseline at {path}; run "
+                 f"`python benchmarks/baseline.py --corpus {corpus}` first")
+    with open(path) as handle:
+        report = json.load(handle)
+    folds = [str(g) for g in report["folds"]]
+    detail = {d["test_group"]: d for d in report["folds_detail"] if d["normalize"] == normalize}
+    return folds, {k: {"mean": float(np.mean([detail[g][k] for g in folds])),
+                       "std_over_folds": float(np.std([detail[g][k] for g in folds])),
+                       "per_fold": {g: detail[g][k] for g in folds}} for k in METRICS}
+
+
 def load_runs(runs_dir, prefix, model, config, recipe_suffix, folds):
     """{fold: {seed: run}} of `model`'s runs named as accuracy.py names them."""
     by_fold = {}
@@ -154,18 +171,7 @@ def parse_args(argv):
 
 def main(argv=None):
     args = parse_args(argv)
-    baseline_path = os.path.join(args.results, "baseline", f"{args.corpus}.json")
-    if not os.path.isfile(baseline_path):
-        sys.exit(f"compare.py: error: no classic baseline at {baseline_path}; run "
-                 f"`python benchmarks/baseline.py --corpus {args.corpus}` first")
-    with open(baseline_path) as handle:
-        baseline_report = json.load(handle)
-    folds = [str(g) for g in baseline_report["folds"]]
-    detail = {d["test_group"]: d for d in baseline_report["folds_detail"]
-              if d["normalize"] == args.normalize}
-    baseline = {k: {"mean": float(np.mean([detail[g][k] for g in folds])),
-                    "std_over_folds": float(np.std([detail[g][k] for g in folds])),
-                    "per_fold": {g: detail[g][k] for g in folds}} for k in METRICS}
+    folds, baseline = load_baseline(args.results, args.corpus, args.normalize)
 
     corpus = CORPORA[args.corpus]
     runs_dir = os.path.join(args.results, "accuracy", corpus["output"], "runs")

@@ -463,6 +463,63 @@ def test_compare_pairs_each_architecture_with_the_baseline_and_the_reference(tmp
            "0/1 of 1 folds" in capsys.readouterr().out
 
 
+def test_paper_table_pairs_each_configuration_with_lite_plain_over_runs_and_groups(
+        tmp_path, capsys):
+    """Cells from each configuration's own recipe, partial where a planned seed
+    is missing, paired with lite_plain over (fold, seed) runs and over folds."""
+    import json
+
+    table = _load("paper_table")
+    folds = [str(g) for g in range(1, 7)]
+    (tmp_path / "baseline").mkdir()
+    (tmp_path / "baseline" / "ravdess.json").write_text(json.dumps({
+        "folds": folds, "folds_detail": [
+            {"test_group": g, "normalize": "train", "ua": 0.5, "wa": 0.5, "macro_f1": 0.5}
+            for g in folds]}))
+    runs = tmp_path / "accuracy" / "ravdess" / "runs"
+    runs.mkdir(parents=True)
+
+    def write(config, suffix, seed, group, ua, seconds=10.0):
+        (runs / f"ravdess_conformer_{config}{suffix}_seed{seed}_fold{group}.json").write_text(
+            json.dumps({"ua": ua, "wa": ua, "macro_f1": ua, "train_seconds": seconds,
+                        "params_deployed": 7}))
+
+    for g in folds:
+        for seed in (0, 1):
+            write("lite_plain", "_e40", seed, g, 0.5)
+            # HRF: +0.1 on seed 0 everywhere, -0.04 on seed 1: 6 wins and 6 losses
+            # over runs, but a gain of +0.03 on every fold's mean over the seeds.
+            write("lite_hrf4", "_e40", seed, g, 0.6 if seed == 0 else 0.46)
+        write("lite_bn", "_e40", 0, g, 0.4)  # seed 0 only: partial with seeds 0 1
+        write("large_plain", "_e40", 0, g, 0.1)  # the lite recipe: not the large's own
+        write("large_plain", "_e60_lr0.0003", 0, g, 0.55)
+        write("large_plain", "_e60_lr0.0003", 1, g, 0.55)
+    report = table.main(["--corpora", "ravdess", "--models", "conformer", "--seeds", "0", "1",
+                         "--suffix", "large_plain=_e60_lr0.0003", "--results", str(tmp_path),
+                         "--output", str(tmp_path / "table.json")])
+
+    cells = report["table"]["ravdess"]["conformer"]
+    hrf = cells["lite_hrf4"]
+    assert hrf["ua"]["mean"] == pytest.approx(0.53) and not hrf["partial"]
+    over_runs, over_groups = (hrf["paired_vs_lite_plain"][k] for k in ("runs", "groups"))
+    assert (over_runs["pairs"], over_runs["wins"], over_runs["losses"]) == (12, 6, 6)
+    assert (over_groups["pairs"], over_groups["wins"], over_groups["losses"]) == (6, 6, 0)
+    assert over_groups["mean_difference"] == pytest.approx(0.03)
+    assert over_groups["wilcoxon_p"] < 0.05 and over_runs["wilcoxon_p"] > 0.05
+    assert cells["lite_bn"]["partial"] and cells["lite_bn"]["missing_planned_runs"] == 6
+    assert cells["lite_bn"]["paired_vs_lite_plain"]["runs"]["pairs"] == 6
+    assert cells["large_plain"]["ua"]["mean"] == pytest.approx(0.55)
+    assert cells["large_plain"]["suffix"] == "_e60_lr0.0003"
+    assert "paired_vs_lite_plain" not in cells["lite_plain"]
+    printed = capsys.readouterr().out
+    assert "| Conformer, lite + BN | 7 | 0.4000 ± 0.000 |" in printed
+    assert "6 (partial: 6 of 12 planned)" in printed
+    assert "+3.0 (6/6 runs, p " in printed and "6/0 groups, p 0.03)" in printed
+    assert json.loads((tmp_path / "table.json").read_text())["partial"] is True
+    with pytest.raises(SystemExit):  # a suffix without its epochs would match nothing
+        table.parse_args(["--suffix", "large_plain=_lr0.0003"])
+
+
 def test_compare_names_a_missing_baseline(tmp_path):
     compare = _load("compare")
     with pytest.raises(SystemExit, match=r"no classic baseline at .*emodb\.json.*baseline\.py"):
