@@ -520,6 +520,39 @@ def test_paper_table_pairs_each_configuration_with_lite_plain_over_runs_and_grou
         table.parse_args(["--suffix", "large_plain=_lr0.0003"])
 
 
+def test_select_recipe_ranks_candidates_by_validation_and_never_reads_test_scores(
+        tmp_path, capsys):
+    import json
+
+    select = _load("select_recipe")
+    runs = tmp_path / "accuracy" / "ravdess" / "runs"
+    runs.mkdir(parents=True)
+
+    def write(suffix, seed, group, best, last, test_ua):
+        (runs / f"ravdess_conformer_large_plain{suffix}_seed{seed}_fold{group}.json").write_text(
+            json.dumps({"best_val_ua": best, "ua": test_ua,
+                        "history": {"val_ua": [0.1] * 10 + [last] * 5}}))
+
+    # The short recipe peaks highest once; the long one holds up at the end.
+    write("_e40", 0, "1", best=0.80, last=0.50, test_ua=0.123456)
+    write("_e60_lr0.0003", 0, "1", best=0.75, last=0.70, test_ua=0.654321)
+    write("_e60_lr0.0003", 1, "1", best=0.99, last=0.99, test_ua=0.01)  # seed 1: not compared
+    write("_e40", 0, "2", best=0.99, last=0.99, test_ua=0.99)  # not a tuning fold
+    common = ["--corpus", "ravdess", "--config", "large_plain", "--results", str(tmp_path),
+              "--candidates", "_e40", "_e60_lr0.0003", "_e80"]
+    report = select.main(common)
+    assert report["chosen"] == "_e40"
+    assert report["candidates"]["_e60_lr0.0003"]["runs"] == 1
+    assert report["candidates"]["_e60_lr0.0003"]["best"] == pytest.approx(0.75)
+    assert report["missing"] == ["_e80"]
+    assert select.main(common + ["--by", "last5"])["chosen"] == "_e60_lr0.0003"
+    written = (tmp_path / "accuracy" / "ravdess" / "selection_conformer_large_plain.json")
+    assert "0.123456" not in written.read_text() and "0.654321" not in written.read_text()
+    assert "_e80                           no runs yet" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="no runs of conformer large_plain"):
+        select.main(common[:-3] + ["_e99"])
+
+
 def test_compare_names_a_missing_baseline(tmp_path):
     compare = _load("compare")
     with pytest.raises(SystemExit, match=r"no classic baseline at .*emodb\.json.*baseline\.py"):
