@@ -168,6 +168,7 @@ def parse_args(argv):
 def main(argv=None):
     args = parse_args(argv)
     normalize = "speaker" if "_speakernorm" in args.tag else "train"
+    reference_suffix = args.suffix.get(REFERENCE, f"_e{args.epochs}{args.tag}")
     table, folds_of, baselines = {}, {}, {}
     for corpus in args.corpora:
         folds, baselines[corpus] = load_baseline(args.results, corpus, normalize)
@@ -176,7 +177,6 @@ def main(argv=None):
         prefix = CORPORA[corpus]["prefix"]
         table[corpus] = {}
         for model in args.models:
-            reference_suffix = args.suffix.get(REFERENCE, f"_e{args.epochs}{args.tag}")
             reference = load_runs(runs_dir, prefix, model, REFERENCE, reference_suffix, folds)
             table[corpus][model] = {
                 config: cell(runs_dir, prefix, model, config,
