@@ -403,7 +403,8 @@ def parse_args(argv):
                              "normalize_first=True; named in the runs' files")
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--folds", default="all", help='"all" or comma-separated groups')
+    parser.add_argument("--folds", nargs="+", default=["all"],
+                        help='"all" or the test groups (`1 2` or `1,2`)')
     training.add_recipe_arguments(parser)
     parser.add_argument("--dropout", type=float, default=None,
                         help="the model's dropout rate; default: the model's own (0.1)")

@@ -132,7 +132,8 @@ def main(argv=None):
     data.add_argument("--manifest", metavar="CSV", help="any corpus with a group column")
     parser.add_argument("--data-root", default=None,
                         help="the corpus folder; default: ../shared/data/<corpus>")
-    parser.add_argument("--folds", default="all", help='"all" or comma-separated groups')
+    parser.add_argument("--folds", nargs="+", default=["all"],
+                        help='"all" or the test groups (`1 2` or `1,2`)')
     parser.add_argument("--seed", type=int, default=0,
                         help="the validation split's seed (the harness's seed 0)")
     parser.add_argument("--quick", action="store_true", help="the first 2 folds")

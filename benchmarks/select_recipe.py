@@ -31,6 +31,7 @@ from accuracy import CORPORA  # noqa: E402
 from accuracy import HERE  # noqa: E402
 from accuracy import recorded_runs  # noqa: E402
 from compare import MODELS  # noqa: E402
+from keras_hrf.training import split_folds  # noqa: E402
 from report import write_report  # noqa: E402
 
 LAST_EPOCHS = 5
@@ -58,8 +59,8 @@ def parse_args(argv):
     parser.add_argument("--config", choices=list(CONFIGS), required=True)
     parser.add_argument("--candidates", nargs="+", required=True, metavar="SUFFIX",
                         help="the candidates' run-name suffixes, `_e<epochs>[tag]`")
-    parser.add_argument("--folds", default="1",
-                        help="the tuning folds, comma-separated (default: 1); report the "
+    parser.add_argument("--folds", nargs="+", default=["1"],
+                        help="the tuning folds (`1 2` or `1,2`; default: 1); report the "
                              "chosen recipe's table on all folds, knowing these were seen")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0],
                         help="the seeds compared (default: 0), the same for every candidate")
@@ -79,7 +80,7 @@ def main(argv=None):
     corpus = CORPORA[args.corpus]
     accuracy_dir = os.path.join(args.results, "accuracy", corpus["output"])
     runs_dir = os.path.join(accuracy_dir, "runs")
-    folds = args.folds.split(",")
+    folds = split_folds(args.folds)
     scores = {}
     for suffix in args.candidates:
         paths = [path for config, seed, _, path in

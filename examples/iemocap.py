@@ -83,9 +83,9 @@ def parse_args(argv):
                             "a foldable BatchNorm alone before each FFN, merged the same way")
     training.add_recipe_arguments(parser)
     train = parser.add_argument_group("cross-validation")
-    train.add_argument("--folds", default=None,
-                       help='"all", or a comma-separated list of test groups (names or '
-                       "1-based numbers); default: all, or the first group for the demo")
+    train.add_argument("--folds", nargs="+", default=None,
+                       help='"all", or the test groups, names or 1-based numbers (`1 2` or '
+                       "`1,2`); default: all, or the first group for the demo")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--distribute", action="store_true",
                        help="data-parallel training over every device of this host (JAX: "

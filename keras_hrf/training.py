@@ -12,6 +12,7 @@ import argparse
 import dataclasses
 import json
 import os
+import re
 import sys
 
 import keras
@@ -206,9 +207,18 @@ def official_test_groups(manifest):
     return sorted(g for g, splits in split_of.items() if g and splits == {"test"})
 
 
+def split_folds(requested):
+    """`--folds` as a list of items: a string or a list of strings, each separated
+    by commas or spaces."""
+    if isinstance(requested, str):
+        requested = [requested]
+    return [item for part in requested for item in re.split(r"[,\s]+", str(part)) if item]
+
+
 def choose_folds(manifest, requested, synthetic):
-    """The test groups to run: "all", a comma-separated list of group names or
-    1-based numbers, or None (all; the first group only for the demo). Where
+    """The test groups to run: "all", group names or 1-based numbers (a list, or
+    a string separated by commas or spaces: `--folds 1 2` and `--folds 1,2` mean the
+    same), or None (all; the first group only for the demo). Where
     the corpus has official splits, "all" is its test groups
     (`official_test_groups`); others can still be named."""
     groups = sorted(g for g in manifest["group"].unique() if g)
@@ -220,11 +230,11 @@ def choose_folds(manifest, requested, synthetic):
         )
     if requested is None:
         requested = groups[0] if synthetic else "all"
-    if requested == "all":
+    items = split_folds(requested)
+    if items == ["all"]:
         return official_test_groups(manifest) or groups
     chosen = []
-    for item in str(requested).split(","):
-        item = item.strip()
+    for item in items:
         if item in groups:
             chosen.append(item)
         elif item.isdigit() and 1 <= int(item) <= len(groups):

@@ -546,6 +546,9 @@ def test_select_recipe_ranks_candidates_by_validation_and_never_reads_test_score
     assert report["candidates"]["_e60_lr0.0003"]["best"] == pytest.approx(0.75)
     assert report["missing"] == ["_e80"]
     assert select.main(common + ["--by", "last5"])["chosen"] == "_e60_lr0.0003"
+    # `--folds 1 2` as --seeds and --configs are written: fold 2's run counts too.
+    assert select.main(common + ["--folds", "1", "2"])["candidates"]["_e40"]["runs"] == 2
+    assert _load("accuracy").parse_args(["--folds", "1", "2"]).folds == ["1", "2"]
     written = (tmp_path / "accuracy" / "ravdess" / "selection_conformer_large_plain.json")
     assert "0.123456" not in written.read_text() and "0.654321" not in written.read_text()
     assert "_e80                           no runs yet" in capsys.readouterr().out

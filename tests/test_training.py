@@ -28,6 +28,12 @@ def test_folds_by_name_number_or_all():
     assert training.choose_folds(manifest, "g3, 1", synthetic=False) == ["g3", "g1"]
     with pytest.raises(DatasetError, match=r"unknown group 'g9'"):
         training.choose_folds(manifest, "g9", synthetic=False)
+    # `--folds 3 1` (nargs="+") and `--folds 3,1` mean the same.
+    assert training.choose_folds(manifest, ["3", "1"], synthetic=False) == ["g3", "g1"]
+    assert training.choose_folds(manifest, ["g3,g2", "1"], synthetic=False) == ["g3", "g2", "g1"]
+    assert training.choose_folds(manifest, ["all"], synthetic=False) == ["g1", "g2", "g3"]
+    with pytest.raises(DatasetError, match=r"unknown group 'g9'"):
+        training.choose_folds(manifest, ["1", "g9"], synthetic=False)
     with pytest.raises(DatasetError, match=r"at least two groups"):
         training.choose_folds(_manifest(groups=("only",)), None, synthetic=False)
 
