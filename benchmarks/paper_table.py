@@ -93,7 +93,8 @@ def paired_text(paired):
 def markdown(report):
     corpora = report["corpora"]
     # Deployed parameters of the first corpus's model: the classifier's width
-    # follows each corpus's number of classes.
+    # follows each corpus's number of classes, so a count taken from another
+    # corpus (the first has no run of that row) names its corpus.
     header = f"| model | deployed params ({CORPORA_NAMES.get(corpora[0], corpora[0])}) |" + "".join(
         f" {CORPORA_NAMES.get(c, c)} UA | WA | macro-F1 | runs | s per run | vs lite |"
         for c in corpora)
@@ -108,7 +109,9 @@ def markdown(report):
                 if not summary["runs"]:
                     cells += " not measured | | | 0 | | |"
                     continue
-                params = params or f"{summary['params_deployed']:,}"
+                if not params:
+                    params = f"{summary['params_deployed']:,}" + (
+                        "" if corpus == corpora[0] else f" ({CORPORA_NAMES.get(corpus, corpus)})")
                 planned = summary["planned_runs"]
                 partial = (f" (partial: {planned - summary['missing_planned_runs']} of "
                            f"{planned} planned)" if summary["partial"] else "")

@@ -516,6 +516,13 @@ def test_paper_table_pairs_each_configuration_with_lite_plain_over_runs_and_grou
     assert "6 (partial: 6 of 12 planned)" in printed
     assert "+3.0 (6/6 runs, p " in printed and "6/0 groups, p 0.03)" in printed
     assert json.loads((tmp_path / "table.json").read_text())["partial"] is True
+    # A row measured on RAVDESS only: its parameter count says whose it is (the
+    # classifier follows the corpus's classes).
+    report["corpora"] = ["emodb", "ravdess"]
+    report["table"]["emodb"] = {"conformer": {c: {"runs": 0} for c in report["configs"]}}
+    report["baselines"]["emodb"] = report["baselines"]["ravdess"]
+    report["folds"]["emodb"] = report["folds"]["ravdess"]
+    assert "| Conformer, lite + BN | 7 (RAVDESS) | not measured |" in table.markdown(report)
     with pytest.raises(SystemExit):  # a suffix without its epochs would match nothing
         table.parse_args(["--suffix", "large_plain=_lr0.0003"])
 
