@@ -12,7 +12,6 @@ import argparse
 import dataclasses
 import json
 import os
-import re
 import sys
 
 import keras
@@ -208,17 +207,18 @@ def official_test_groups(manifest):
 
 
 def split_folds(requested):
-    """`--folds` as a list of items: a string or a list of strings, each separated
-    by commas or spaces."""
+    """`--folds` as a list of items: a string or a list of strings (`--folds 1 2`),
+    each of which may hold several, separated by commas (`--folds 1,2`). Not by
+    spaces: a group named from a folder may hold one."""
     if isinstance(requested, str):
         requested = [requested]
-    return [item for part in requested for item in re.split(r"[,\s]+", str(part)) if item]
+    return [item.strip() for part in requested for item in str(part).split(",")
+            if item.strip()]
 
 
 def choose_folds(manifest, requested, synthetic):
     """The test groups to run: "all", group names or 1-based numbers (a list, or
-    a string separated by commas or spaces: `--folds 1 2` and `--folds 1,2` mean the
-    same), or None (all; the first group only for the demo). Where
+    a comma-separated string: `--folds 1 2` and `--folds 1,2` mean the same), or None (all; the first group only for the demo). Where
     the corpus has official splits, "all" is its test groups
     (`official_test_groups`); others can still be named."""
     groups = sorted(g for g in manifest["group"].unique() if g)

@@ -32,6 +32,8 @@ def test_folds_by_name_number_or_all():
     assert training.choose_folds(manifest, ["3", "1"], synthetic=False) == ["g3", "g1"]
     assert training.choose_folds(manifest, ["g3,g2", "1"], synthetic=False) == ["g3", "g2", "g1"]
     assert training.choose_folds(manifest, ["all"], synthetic=False) == ["g1", "g2", "g3"]
+    spaced = _manifest(groups=("speaker a", "speaker b"))  # groups named from folders
+    assert training.choose_folds(spaced, ["speaker b"], synthetic=False) == ["speaker b"]
     with pytest.raises(DatasetError, match=r"unknown group 'g9'"):
         training.choose_folds(manifest, ["1", "g9"], synthetic=False)
     with pytest.raises(DatasetError, match=r"at least two groups"):
