@@ -424,7 +424,7 @@ def parse_args(argv):
         parser.error(f"--threads must be at least 1, got {args.threads}")
     if args.quick:
         args.configs, args.seeds, args.epochs = ["lite_plain", "lite_hrf4"], [0], 3
-        args.folds = "1,2"
+        args.folds = ["1", "2"]
     args.model_options = dict(args.model_options)
     if args.learning_rate is None:
         args.learning_rate = training.default_learning_rate(args.model)

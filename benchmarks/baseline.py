@@ -140,7 +140,7 @@ def main(argv=None):
     parser.add_argument("--output", default=os.path.join(HERE, "results", "baseline"))
     args = parser.parse_args(argv)
     if args.quick:
-        args.folds = "1,2"
+        args.folds = ["1", "2"]
 
     from keras_hrf import datasets
     from keras_hrf import training

@@ -15,8 +15,11 @@ speaker groups (each fold's mean over the seeds both have). The classic baseline
 (`baseline.py`) is the reference row of each corpus. A cell with fewer runs than
 planned is marked partial. Every configuration's runs are those of one recipe:
 `_e<epochs><tag>` in their names, or the suffix `--suffix CONFIG=SUFFIX` gives it
-(the large model has a recipe of its own). Prints Markdown and writes the numbers
-as JSON.
+(the large model has a recipe of its own). Below the table: each configuration's
+run differences from lite pooled over the architectures (per corpus and over
+both; the architectures share test folds, so that p is optimistic), and each lite
+configuration against the large model on the same runs ("comparable": within 1
+point or better). Prints Markdown and writes the numbers as JSON.
 """
 
 import argparse
@@ -39,6 +42,11 @@ from report import paired_differences  # noqa: E402
 from report import write_report  # noqa: E402
 
 REFERENCE = "lite_plain"
+# The claims' two comparisons: against the lite model, and against the large
+# one ("comparable to large models": within LARGE_MARGIN or better).
+LARGE = "large_plain"
+REFERENCES = (REFERENCE, LARGE)
+LARGE_MARGIN = 0.01
 CORPORA_NAMES = {"emodb": "EmoDB", "ravdess": "RAVDESS"}
 CONFIG_NAMES = {"lite_plain": "lite", "lite_hrf4": "lite + HRF r=4", "lite_hrf2": "lite + HRF r=2",
                 "lite_bn": "lite + BN", "lite_hrf4_bn": "lite + HRF r=4 + BN",
@@ -61,18 +69,65 @@ def paired_groups(by_fold, reference_by_fold):
     return [these[g] - those[g] for g in sorted(these)]
 
 
-def cell(runs_dir, prefix, model, config, suffix, folds, seeds, reference_by_fold):
+def paired(by_fold, reference_by_fold):
+    """Paired UA differences over runs and over speaker groups, each kept with
+    its summary so that they can be pooled over cells."""
+    result = {}
+    for name, differences in (("runs", paired_runs(by_fold, reference_by_fold)),
+                              ("groups", paired_groups(by_fold, reference_by_fold))):
+        result[name] = (dict(paired_differences(differences, MIN_PAIRS_FOR_TEST),
+                             differences=differences) if differences else None)
+    return result
+
+
+def cell(runs_dir, prefix, model, config, suffix, folds, seeds, references):
+    """One configuration's summary on one corpus, paired with each reference
+    (`{name: by_fold}`) that has runs and is not the configuration itself."""
     by_fold = load_runs(runs_dir, prefix, model, config, suffix, folds)
     summary = architecture_summary(by_fold, folds)
     missing = [(g, s) for g in folds for s in seeds if s not in by_fold.get(g, {})]
     summary.update(suffix=suffix, planned_runs=len(folds) * len(seeds),
                    missing_planned_runs=len(missing), partial=bool(missing))
-    if config != REFERENCE and summary["runs"] and reference_by_fold:
-        summary["paired_vs_lite_plain"] = {
-            name: (paired_differences(differences, MIN_PAIRS_FOR_TEST) if differences else None)
-            for name, differences in (("runs", paired_runs(by_fold, reference_by_fold)),
-                                      ("groups", paired_groups(by_fold, reference_by_fold)))}
+    for name, reference_by_fold in references.items():
+        if config != name and summary["runs"] and reference_by_fold:
+            summary[f"paired_vs_{name}"] = paired(by_fold, reference_by_fold)
     return summary
+
+
+def pooled(table, corpora, models, configs, reference):
+    """Each configuration's run differences from `reference`, pooled over the
+    architectures: per corpus and over both. The architectures share their
+    test folds, so the pooled pairs are not independent and p is optimistic."""
+    key = f"paired_vs_{reference}"
+    result = {}
+    for config in configs:
+        per_corpus = {
+            corpus: [d for model in models
+                     for d in ((table[corpus][model][config].get(key) or {}).get("runs")
+                               or {}).get("differences", [])]
+            for corpus in corpora}
+        per_corpus = {corpus: d for corpus, d in per_corpus.items() if d}
+        if len(per_corpus) > 1:
+            per_corpus["all"] = [d for differences in per_corpus.values() for d in differences]
+        if per_corpus:
+            result[config] = {name: paired_differences(differences, MIN_PAIRS_FOR_TEST)
+                              for name, differences in per_corpus.items()}
+    return result
+
+
+def pooled_markdown(pooled_results, reference):
+    lines = [f"| against {CONFIG_NAMES.get(reference, reference)}, pooled over architectures "
+             "| corpus | run pairs | mean (points) | wins/ties/losses | Wilcoxon p |",
+             "| --- | --- | ---: | ---: | --- | ---: |"]
+    for config, by_corpus in pooled_results.items():
+        for corpus, result in by_corpus.items():
+            p = result["wilcoxon_p"]
+            lines.append(
+                f"| {CONFIG_NAMES.get(config, config)} | {CORPORA_NAMES.get(corpus, corpus)} |"
+                f" {result['pairs']} | {100 * result['mean_difference']:+.1f} |"
+                f" {result['wins']}/{result['ties']}/{result['losses']} |"
+                f" {'' if p is None else f'{p:.3f}'} |")
+    return "\n".join(lines)
 
 
 def paired_text(paired):
@@ -131,6 +186,34 @@ def markdown(report):
     return "\n".join(lines)
 
 
+def large_markdown(report):
+    """Each lite configuration against its architecture's large model, paired
+    over runs: comparable when it is within LARGE_MARGIN of it or better."""
+    key = f"paired_vs_{LARGE}"
+    corpora = report["corpora"]
+    lines = ["| against the large model | " + " | ".join(
+        CORPORA_NAMES.get(c, c) for c in corpora) + " |",
+        "| --- |" + " --- |" * len(corpora)]
+    for model in report["models"]:
+        for config in report["configs"]:
+            if config == LARGE:
+                continue
+            texts = []
+            for corpus in corpora:
+                runs = (report["table"][corpus][model][config].get(key) or {}).get("runs")
+                if runs is None:
+                    texts.append("")
+                    continue
+                verdict = ("comparable" if runs["mean_difference"] >= -LARGE_MARGIN
+                           else "not comparable")
+                texts.append(f"{100 * runs['mean_difference']:+.1f} ({runs['wins']}/"
+                             f"{runs['losses']} runs): {verdict}")
+            if any(texts):
+                lines.append(f"| {NAMES[model]}, {CONFIG_NAMES.get(config, config)} | "
+                             + " | ".join(texts) + " |")
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
 def _suffix(text):
     config, _, suffix = text.partition("=")
     if config not in CONFIGS or not suffix.startswith("_e"):
@@ -171,7 +254,6 @@ def parse_args(argv):
 def main(argv=None):
     args = parse_args(argv)
     normalize = "speaker" if "_speakernorm" in args.tag else "train"
-    reference_suffix = args.suffix.get(REFERENCE, f"_e{args.epochs}{args.tag}")
     table, folds_of, baselines = {}, {}, {}
     for corpus in args.corpora:
         folds, baselines[corpus] = load_baseline(args.results, corpus, normalize)
@@ -180,11 +262,14 @@ def main(argv=None):
         prefix = CORPORA[corpus]["prefix"]
         table[corpus] = {}
         for model in args.models:
-            reference = load_runs(runs_dir, prefix, model, REFERENCE, reference_suffix, folds)
+            references = {
+                name: load_runs(runs_dir, prefix, model, name,
+                                args.suffix.get(name, f"_e{args.epochs}{args.tag}"), folds)
+                for name in REFERENCES}
             table[corpus][model] = {
                 config: cell(runs_dir, prefix, model, config,
                              args.suffix.get(config, f"_e{args.epochs}{args.tag}"), folds,
-                             args.seeds, reference)
+                             args.seeds, references)
                 for config in args.configs}
     report = {"corpora": args.corpora, "models": args.models, "configs": args.configs,
               "seeds_planned": args.seeds, "epochs": args.epochs, "tag": args.tag,
@@ -192,7 +277,16 @@ def main(argv=None):
               "baselines": baselines, "table": table}
     report["partial"] = any(c["partial"] for corpus in table.values()
                             for model in corpus.values() for c in model.values())
+    report["pooled"] = {name: pooled(table, args.corpora, args.models, args.configs, name)
+                        for name in REFERENCES}
     print(markdown(report))
+    for name in REFERENCES:
+        if report["pooled"][name]:
+            print("\n" + pooled_markdown(report["pooled"][name], name))
+    against_large = large_markdown(report)
+    if against_large:
+        print(f"\n{against_large}\n\nComparable: within {100 * LARGE_MARGIN:.0f} point of "
+              "the large model's UA on the same runs, or better.")
     if report["partial"]:
         print("\nPartial: cells marked so have fewer runs than planned "
               f"(seeds {args.seeds} x every fold).")

@@ -479,8 +479,8 @@ def test_paper_table_pairs_each_configuration_with_lite_plain_over_runs_and_grou
     runs = tmp_path / "accuracy" / "ravdess" / "runs"
     runs.mkdir(parents=True)
 
-    def write(config, suffix, seed, group, ua, seconds=10.0):
-        (runs / f"ravdess_conformer_{config}{suffix}_seed{seed}_fold{group}.json").write_text(
+    def write(config, suffix, seed, group, ua, seconds=10.0, model="conformer"):
+        (runs / f"ravdess_{model}_{config}{suffix}_seed{seed}_fold{group}.json").write_text(
             json.dumps({"ua": ua, "wa": ua, "macro_f1": ua, "train_seconds": seconds,
                         "params_deployed": 7}))
 
@@ -516,6 +516,31 @@ def test_paper_table_pairs_each_configuration_with_lite_plain_over_runs_and_grou
     assert "6 (partial: 6 of 12 planned)" in printed
     assert "+3.0 (6/6 runs, p " in printed and "6/0 groups, p 0.03)" in printed
     assert json.loads((tmp_path / "table.json").read_text())["partial"] is True
+    # Against the large model on the same runs (0.55): lite + HRF is 12 pairs
+    # of +0.05 and -0.09 (-2.0 points), not within a point; a lite model at 0.545
+    # would be.
+    against_large = hrf["paired_vs_large_plain"]["runs"]
+    assert against_large["pairs"] == 12
+    assert against_large["mean_difference"] == pytest.approx(-0.02)
+    assert "| Conformer, lite + HRF r=4 | -2.0 (6/6 runs): not comparable |" in printed
+    assert "| Conformer, lite | -5.0 (0/12 runs): not comparable |" in printed
+    assert "paired_vs_large_plain" not in cells["large_plain"]
+    # Pooled over architectures: a second architecture's pairs join the Conformer's.
+    for g in folds:
+        write("lite_plain", "_e40", 0, g, 0.5, model="speechformer")
+        write("lite_hrf4", "_e40", 0, g, 0.49, model="speechformer")
+    both = table.main(["--corpora", "ravdess", "--models", "conformer", "speechformer",
+                       "--configs", "lite_plain", "lite_hrf4", "--results", str(tmp_path),
+                       "--output", str(tmp_path / "both.json")])
+    hrf_pooled = both["pooled"]["lite_plain"]["lite_hrf4"]
+    assert list(hrf_pooled) == ["ravdess"]  # one corpus: no separate "all" row
+    assert hrf_pooled["ravdess"]["pairs"] == 18
+    assert (hrf_pooled["ravdess"]["wins"], hrf_pooled["ravdess"]["losses"]) == (6, 12)
+    assert hrf_pooled["ravdess"]["mean_difference"] == pytest.approx((0.6 - 0.04 * 6 - 0.06) / 18)
+    assert "| lite + HRF r=4 | RAVDESS | 18 |" in capsys.readouterr().out
+    # Against large (here the lite recipe's large runs, seed 0, 0.1): only the
+    # Conformer has them.
+    assert both["pooled"]["large_plain"]["lite_hrf4"]["ravdess"]["pairs"] == 6
     # A row measured on RAVDESS only: its parameter count says whose it is (the
     # classifier follows the corpus's classes).
     report["corpora"] = ["emodb", "ravdess"]
