@@ -94,19 +94,24 @@ def cell(runs_dir, prefix, model, config, suffix, folds, seeds, references):
     return summary
 
 
+def paired_over_runs(summary, reference):
+    """A cell's comparison with `reference` over runs, or None where it has none."""
+    return (summary.get(f"paired_vs_{reference}") or {}).get("runs")
+
+
 def pooled(table, corpora, models, configs, reference):
     """Each configuration's run differences from `reference`, pooled over the
     architectures: per corpus and over both. The architectures share their
     test folds, so the pooled pairs are not independent and p is optimistic."""
-    key = f"paired_vs_{reference}"
     result = {}
     for config in configs:
-        per_corpus = {
-            corpus: [d for model in models
-                     for d in ((table[corpus][model][config].get(key) or {}).get("runs")
-                               or {}).get("differences", [])]
-            for corpus in corpora}
-        per_corpus = {corpus: d for corpus, d in per_corpus.items() if d}
+        per_corpus = {}
+        for corpus in corpora:
+            differences = [d for model in models
+                           for d in (paired_over_runs(table[corpus][model][config], reference)
+                                     or {}).get("differences", [])]
+            if differences:
+                per_corpus[corpus] = differences
         if len(per_corpus) > 1:
             per_corpus["all"] = [d for differences in per_corpus.values() for d in differences]
         if per_corpus:
@@ -189,7 +194,6 @@ def markdown(report):
 def large_markdown(report):
     """Each lite configuration against its architecture's large model, paired
     over runs: comparable when it is within LARGE_MARGIN of it or better."""
-    key = f"paired_vs_{LARGE}"
     corpora = report["corpora"]
     lines = ["| against the large model | " + " | ".join(
         CORPORA_NAMES.get(c, c) for c in corpora) + " |",
@@ -200,7 +204,7 @@ def large_markdown(report):
                 continue
             texts = []
             for corpus in corpora:
-                runs = (report["table"][corpus][model][config].get(key) or {}).get("runs")
+                runs = paired_over_runs(report["table"][corpus][model][config], LARGE)
                 if runs is None:
                     texts.append("")
                     continue

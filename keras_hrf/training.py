@@ -218,9 +218,10 @@ def split_folds(requested):
 
 def choose_folds(manifest, requested, synthetic):
     """The test groups to run: "all", group names or 1-based numbers (a list, or
-    a comma-separated string: `--folds 1 2` and `--folds 1,2` mean the same), or None (all; the first group only for the demo). Where
-    the corpus has official splits, "all" is its test groups
-    (`official_test_groups`); others can still be named."""
+    a comma-separated string: `--folds 1 2` and `--folds 1,2` mean the same), or
+    None (all; the first group only for the demo). Where the corpus has official
+    splits, "all" is its test groups (`official_test_groups`); others can still
+    be named."""
     groups = sorted(g for g in manifest["group"].unique() if g)
     if len(groups) < 2:
         raise datasets.DatasetError(
