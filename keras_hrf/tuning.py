@@ -19,17 +19,24 @@ chief/worker oracle (`KERASTUNER_TUNER_ID`, `KERASTUNER_ORACLE_IP`,
 
 The objective is validation UA (`keras_hrf.metrics.UnweightedAccuracy`,
 logged as `"val_ua"`), maximized.
+
+Importing this module makes KerasTuner's state files (`oracle.json`, each
+`trial.json`, the tuner's own) written atomically, so that a search killed at
+any moment can resume (see `_save_json_atomically`).
 """
 
 import contextlib
+import json
 import numbers
+import os
 import time
 
 import keras_tuner
 import numpy as np
 import pandas as pd
+from keras_tuner.src import utils as kerastuner_utils
 
-from keras_hrf import training
+from keras_hrf import atomic, training
 from keras_hrf.layers.hrf_block import validate_hrf_targets
 from keras_hrf.layers.hrf_dense import HRFDense
 
@@ -39,6 +46,54 @@ TUNERS = {
     "bayesian": keras_tuner.BayesianOptimization,
     "hyperband": keras_tuner.Hyperband,
 }
+
+
+_kerastuner_save_json = kerastuner_utils.save_json
+
+
+def _save_json_atomically(path, obj):
+    """KerasTuner's `utils.save_json`, written to a temporary file and renamed.
+
+    KerasTuner opens its state files with "w" and then writes them, so a
+    process killed in between leaves an empty `oracle.json` or `trial.json`:
+    the search cannot resume (`JSONDecodeError`), and a chief's workers read
+    a half-written oracle. Renaming means a reader or a resumed search sees
+    the old file or the new one, never part of one. Remote paths (`gs://`)
+    keep KerasTuner's own writer."""
+    if "://" in str(path):
+        return _kerastuner_save_json(path, obj)
+    text = json.dumps(obj)
+    with atomic.atomic_path(path) as temporary, open(temporary, "w") as handle:
+        handle.write(text)
+    return text
+
+
+# Every KerasTuner state file goes through this one function (`Stateful.save`,
+# the tuner's build configs), looked up on the module at each call.
+kerastuner_utils.save_json = _save_json_atomically
+
+
+def check_search_state(project_dir):
+    """Raise a `ValueError` naming the first JSON state file in `project_dir`
+    that does not parse (one cut short by a kill under a KerasTuner writer that
+    was not atomic), instead of KerasTuner's bare `JSONDecodeError`."""
+    for folder, folders, names in os.walk(project_dir):
+        # Hidden `.*.partial` folders hold writes a kill interrupted; never read.
+        folders[:] = sorted(f for f in folders if not f.startswith("."))
+        for name in sorted(names):
+            if not name.endswith(".json"):
+                continue
+            path = os.path.join(folder, name)
+            try:
+                with open(path) as handle:
+                    json.load(handle)
+            except ValueError as error:
+                raise ValueError(
+                    f"The search in {project_dir} cannot resume: {path} is not valid JSON "
+                    f"({error}); it was cut short while being written. Move that trial's "
+                    "folder aside (or the file, if it is the oracle's or a tuner's) and run "
+                    "again, or start afresh with `overwrite=True` / another project name."
+                ) from None
 
 
 def objective():
@@ -261,6 +316,12 @@ def make_tuner(name, hypermodel, max_trials, max_epochs=None, seed=None, **kwarg
         raise ValueError(f"Unknown tuner {name!r}; choose one of {sorted(TUNERS)}")
     if not isinstance(max_trials, int) or max_trials < 1:
         raise ValueError(f"`max_trials` must be a positive integer. Received: {max_trials!r}")
+    if not kwargs.get("overwrite", False):
+        # KerasTuner's defaults: the search resumes from directory/project_name.
+        project_dir = os.path.join(str(kwargs.get("directory") or "."),
+                                   kwargs.get("project_name") or "untitled_project")
+        if os.path.isdir(project_dir):
+            check_search_state(project_dir)
     if name == "hyperband":
         if not max_epochs or max_epochs < 2:
             raise ValueError(f"Hyperband needs `max_epochs` >= 2. Received: {max_epochs!r}")

@@ -278,6 +278,73 @@ def test_a_killed_search_resumes_without_losing_a_finished_trial(tmp_path, backe
     assert list(widths["hrf_expansion"]) == [0, 1, 2] and list(widths["trials"]) == [1, 1, 1]
 
 
+# Rewrites KerasTuner's state file as fast as it can: about 20 MB of JSON each time.
+_STATE_WRITER = """
+import sys
+if sys.argv[2] == "keras_hrf":
+    import keras_hrf.tuning  # noqa: F401  (makes the writes atomic)
+from keras_tuner.src import utils
+big = ["x" * 1000] * 20000
+utils.save_json(sys.argv[1], {"write": 0, "big": big})
+print("ready", flush=True)
+write = 0
+while True:
+    write += 1
+    utils.save_json(sys.argv[1], {"write": write, "big": big})
+"""
+
+
+def _read_while_written_then_kill(path, importing):
+    writer = subprocess.Popen([sys.executable, "-c", _STATE_WRITER, str(path), importing],
+                              stdout=subprocess.PIPE, text=True,
+                              env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    try:
+        assert writer.stdout.readline().strip() == "ready"
+        seen = []
+        deadline = time.time() + 3
+        while time.time() < deadline:
+            try:
+                seen.append(json.loads(path.read_text())["write"])
+            except ValueError:
+                return "a reader saw a half-written file"
+        writer.send_signal(signal.SIGKILL)
+        writer.wait()
+        try:
+            json.loads(path.read_text())
+        except ValueError:
+            return "the kill left a half-written file"
+        assert len(set(seen)) > 1, "the file was never rewritten while read"
+        return None
+    finally:
+        writer.kill()
+        writer.wait()
+
+
+def test_keras_tuner_state_files_are_never_seen_half_written(tmp_path):
+    """Readers (a resumed search, a chief's workers, the tests below) see the
+    old oracle.json or the new one, and a kill leaves one of them whole."""
+    assert _read_while_written_then_kill(tmp_path / "oracle.json", "keras_hrf") is None
+    # No leftover scratch file where KerasTuner globs for trials.
+    assert [p.name for p in tmp_path.iterdir() if not p.name.startswith(".")] == ["oracle.json"]
+
+
+def test_a_state_file_cut_short_is_named_when_the_search_resumes(tmp_path):
+    project = tmp_path / "search"
+    (project / "trial_0").mkdir(parents=True)
+    (project / "trial_0" / "trial.json").write_text('{"trial_id": "0", "status": "COMPLETED"}')
+    # A write a kill interrupted leaves its scratch folder: never read.
+    (project / "trial_1" / ".trial.abc.partial").mkdir(parents=True)
+    (project / "trial_1" / ".trial.abc.partial" / "trial.json").write_text('{"trial_id": "1", "st')
+    tuning.check_search_state(project)
+    (project / "trial_1" / "trial.json").write_text("")
+    hypermodel = tuning.HRFHyperModel(4, expansions=(0, 2))
+    with pytest.raises(ValueError, match=re.escape(str(project / "trial_1" / "trial.json"))):
+        tuning.make_tuner("random", hypermodel, 2, directory=str(tmp_path), project_name="search")
+    # Starting afresh is still allowed.
+    tuning.make_tuner("random", hypermodel, 2, directory=str(tmp_path), project_name="search",
+                      overwrite=True)
+
+
 def _free_port():
     with socket.socket() as handle:
         handle.bind(("127.0.0.1", 0))
