@@ -12,6 +12,7 @@ Configurations (`--configs`):
     lite_plain      the lite model, no HRF (the baseline)
     lite_hrf2       HRF r = 2, merged for testing
     lite_hrf4       HRF r = 4
+    lite_hrf8       HRF r = 8 (the widest of the paper's search space)
     lite_hrf4_bn    HRF r = 4 with BatchNorm in the expansion (expansion_norm="batch")
     lite_hrf1_bn    HRF r = 1 with BatchNorm: lite_bn with its square expansion trained
     lite_hrf4_all   HRF r = 4 on the FFNs, attention and convolution projections
@@ -89,6 +90,7 @@ CONFIGS = {
     "lite_plain": dict(size="lite", hrf_expansion=None),
     "lite_hrf2": dict(size="lite", hrf_expansion=2.0),
     "lite_hrf4": dict(size="lite", hrf_expansion=4.0),
+    "lite_hrf8": dict(size="lite", hrf_expansion=8.0),
     "lite_hrf4_bn": dict(size="lite", hrf_expansion=4.0, hrf_norm="batch"),
     "lite_hrf1_bn": dict(size="lite", hrf_expansion=1.0, hrf_norm="batch"),
     "lite_hrf4_all": dict(size="lite", hrf_expansion=4.0,

@@ -49,6 +49,7 @@ REFERENCES = (REFERENCE, LARGE)
 LARGE_MARGIN = 0.01
 CORPORA_NAMES = {"emodb": "EmoDB", "ravdess": "RAVDESS"}
 CONFIG_NAMES = {"lite_plain": "lite", "lite_hrf4": "lite + HRF r=4", "lite_hrf2": "lite + HRF r=2",
+                "lite_hrf8": "lite + HRF r=8",
                 "lite_bn": "lite + BN", "lite_hrf4_bn": "lite + HRF r=4 + BN",
                 "large_plain": "large"}
 # Wilcoxon's signed-rank test from this many pairs: with fewer, even all pairs
