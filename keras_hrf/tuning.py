@@ -2,8 +2,8 @@
 
 `HRFHyperModel` builds a `Conformer`, `ConvTransformer` or `SpeechFormer` whose
 HRF expansion width is a hyperparameter. Width 0 is the plain model, so the
-baseline competes in the same search, on the same data, with the same budget
-(and, with `hrf_norms=(None, "batch")`, so does the BatchNorm alone).
+baseline competes in the same search, on the same data, with the same budget,
+and so, by default (`hrf_norms=(None, "batch")`), does the BatchNorm alone.
 Any of KerasTuner's own tuners runs it, alone or distributed with KerasTuner's
 chief/worker oracle (`KERASTUNER_TUNER_ID`, `KERASTUNER_ORACLE_IP`,
 `KERASTUNER_ORACLE_PORT`):
@@ -153,8 +153,11 @@ class HRFHyperModel(keras_tuner.HyperModel):
         expansions: Widths to try, e.g. `(0, 1, 2, 4, 8)`.
         hrf_targets: Target sets to try, each a tuple such as `("ffn",)` or a
             string such as `"ffn+attention"`.
-        hrf_norms: `None` and/or `"batch"`; with 0 among the `expansions`,
-            `"batch"` also tries the BatchNorm alone at width 0.
+        hrf_norms: `None` and/or `"batch"` (default: both); with 0 among the
+            `expansions`, `"batch"` also tries the BatchNorm alone at width 0,
+            the variant that scored best on real speech
+            (`benchmarks/RESULTS.md`). `(None,)` is the paper's space: HRF
+            widths against the plain model.
         learning_rates, dropouts: Values to try; `learning_rates=None` is the
             model's `training.default_learning_rate`.
         recipe: The `keras_hrf.recipe.Recipe` each trial trains with (its
@@ -171,7 +174,7 @@ class HRFHyperModel(keras_tuner.HyperModel):
     """
 
     def __init__(self, num_classes, input_dim=80, model="conformer", size="lite",
-                 expansions=(0, 1, 2, 4, 8), hrf_targets=(("ffn",),), hrf_norms=(None,),
+                 expansions=(0, 1, 2, 4, 8), hrf_targets=(("ffn",),), hrf_norms=(None, "batch"),
                  learning_rates=None, dropouts=(0.1,), recipe=None, steps_per_epoch=None,
                  model_kwargs=None, name=None, tunable=True, data_parallel=None):
         super().__init__(name=name, tunable=tunable)

@@ -71,11 +71,27 @@ def test_every_output_file_is_written(run):
     assert np.sum(fold["merged"]["confusion_matrix"]) == fold["test_rows"] == 24
 
 
+def test_the_default_is_the_batch_norm_alone_and_the_papers_hrf_one_argument_away():
+    example = _load_example("iemocap")
+    default = example.parse_args([])
+    assert (default.hrf_expansion, default.hrf_norm) == (0.0, "batch")
+    paper = example.parse_args(["--hrf-expansion", "4"])
+    assert (paper.hrf_expansion, paper.hrf_norm) == (4.0, None)
+    both = example.parse_args(["--hrf-expansion", "4", "--hrf-norm", "batch"])
+    assert (both.hrf_expansion, both.hrf_norm) == (4.0, "batch")
+    plain = example.parse_args(["--hrf-norm", "none"])
+    assert (plain.hrf_expansion, plain.hrf_norm) == (0.0, None)
+
+
 def test_keras_files_reload_and_agree(run):
     output, report = run
     x = _test_inputs(output, report)
     merged = keras.saving.load_model(str(output / "merged.keras"), safe_mode=True)
     hrf = keras.saving.load_model(str(output / "hrf.keras"), safe_mode=True)
+    # The default run trains the BatchNorm alone before each FFN (no expansion).
+    trained = [l for l in hrf._flatten_layers() if isinstance(l, keras_hrf.HRFDense)]
+    assert trained and all(l.expansion_units is None and l.expansion_norm == "batch"
+                           for l in trained)
     assert not any(isinstance(l, keras_hrf.HRFDense) for l in merged._flatten_layers())
     expected = merged.predict(x, verbose=0)
     np.testing.assert_allclose(hrf.predict(x, verbose=0), expected, rtol=1e-4, atol=1e-4)
@@ -216,6 +232,25 @@ def test_other_settings_on_the_same_output_are_refused(tmp_path):
     example = _load_example("iemocap")
     with pytest.raises(SystemExit, match=r"holds a run made with other settings \(.*"
                        r"model: 'speechformer' then, 'conformer' now"):
+        example.main(["--output", str(output)])
+
+
+def test_a_run_of_the_old_default_resumes_with_the_papers_hrf_named(tmp_path):
+    """Runs started before the default became the BatchNorm alone recorded
+    hrf_expansion 4.0 and hrf_norm null: `--hrf-expansion 4` resumes them, and
+    the new default is refused, naming both settings."""
+    from keras_hrf import training
+
+    example = _load_example("iemocap")
+    output = tmp_path / "run"
+    output.mkdir()
+    old = training.run_settings(example.parse_args([]), example.RUN_SETTINGS)
+    old.update(hrf_expansion=4.0, hrf_norm=None)
+    (output / "run_settings.json").write_text(json.dumps(old))
+    paper = example.parse_args(["--hrf-expansion", "4"])
+    training.check_run_settings(str(output), training.run_settings(paper, example.RUN_SETTINGS))
+    with pytest.raises(SystemExit, match=r"hrf_expansion: 4.0 then, 0.0 now; "
+                                         r"hrf_norm: None then, 'batch' now"):
         example.main(["--output", str(output)])
 
 

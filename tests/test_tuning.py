@@ -47,6 +47,25 @@ def test_the_hypermodel_builds_every_model_at_every_width(model):
     assert keras_hrf.reparameterize(built).count_params() == plain
 
 
+def test_the_default_space_holds_the_plain_model_the_batch_norm_alone_and_hrf():
+    hypermodel = tuning.HRFHyperModel(4, input_dim=16, model_kwargs={"num_layers": 1})
+    hp = keras_tuner.HyperParameters()
+    hypermodel.build(hp)
+    hp.values["hrf_expansion"] = 2
+    hypermodel.build(hp)
+    space = {p.name: p for p in hp.space}
+    assert space["norm_only"].values == ["none", "batch"]
+    assert space["hrf_norm"].values == ["none", "batch"]
+    assert space["hrf_expansion"].values == [0, 1, 2, 4, 8]
+    hp.values.update(hrf_expansion=0, norm_only="batch")
+    alone = _hrf_layers(hypermodel.build(hp))
+    assert alone and all(l.expansion_units is None and l.expansion_norm == "batch" for l in alone)
+    paper = tuning.HRFHyperModel(4, input_dim=16, hrf_norms=(None,))
+    paper_hp = keras_tuner.HyperParameters()
+    paper.build(paper_hp)
+    assert "norm_only" not in {p.name for p in paper_hp.space}
+
+
 def test_conditional_hrf_options_and_fixed_values():
     hypermodel = tuning.HRFHyperModel(4, expansions=(0, 2), hrf_targets=("ffn", "ffn+attention"),
                                       hrf_norms=(None, "batch"), learning_rates=(1e-3,))
@@ -243,7 +262,8 @@ def _trial_status(output, trial_id):
 
 def test_a_killed_search_resumes_without_losing_a_finished_trial(tmp_path, backend):
     output = tmp_path / "tune"
-    args = [*TINY, "--max-trials", "3", "--expansions", "0,1,2", "--output", str(output)]
+    args = [*TINY, "--max-trials", "3", "--expansions", "0,1,2", "--hrf-norms", "none",
+            "--output", str(output)]
     first = _start(args, _environment(backend))
     # Kill while the second trial runs: the first has finished.
     started = _wait_for(lambda: _trial_status(output, 1) == "RUNNING", first, 400)
@@ -356,7 +376,8 @@ def test_chief_and_two_workers_on_loopback_survive_a_killed_worker(tmp_path, bac
     127.0.0.1. tuner1 is killed during its trial and started again with the
     same ID; the chief gives it the same trial back and the search completes."""
     output = tmp_path / "tune"
-    args = [*TINY, "--max-trials", "4", "--expansions", "0,1,2,4", "--output", str(output)]
+    args = [*TINY, "--max-trials", "4", "--expansions", "0,1,2,4", "--hrf-norms", "none",
+            "--output", str(output)]
     port = str(_free_port())
 
     def start(tuner_id):

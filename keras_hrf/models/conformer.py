@@ -21,7 +21,9 @@ class Conformer(SpeechEmotionModel):
             of both macaron FFNs of every block.
         hrf_norm: None, or `"batch"` for a BatchNorm inside each expansion;
             with `hrf_expansion=None`, a BatchNorm alone before each of those
-            linear layers, merged into it like HRF (the best EmoDB variant).
+            linear layers, merged into it like HRF: the recommended
+            configuration, better than plain and than HRF on real speech
+            (`benchmarks/RESULTS.md`).
         hrf_targets: `("ffn",)`, plus `"attention"` and/or `"conv"`.
         model_dim, num_layers, num_heads, ffn_dim, kernel_size,
         subsampling_filters: Override the preset.

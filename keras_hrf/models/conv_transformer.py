@@ -22,7 +22,9 @@ class ConvTransformer(SpeechEmotionModel):
             `round(r * model_dim)` wide before every FFN's first linear layer.
         hrf_norm: None, or `"batch"`: a BatchNorm inside each expansion, or,
             with `hrf_expansion=None`, alone before each target linear layer;
-            merged like HRF.
+            merged like HRF. The latter is the recommended configuration,
+            better than plain and than HRF on real speech
+            (`benchmarks/RESULTS.md`).
         hrf_targets: `("ffn",)`, plus `"attention"`.
         model_dim, num_layers, num_heads, ffn_dim, subsampling_filters:
             Override the preset.
