@@ -7,8 +7,9 @@ check it, save it, export it.
 
 The training-time model has, by default, a foldable BatchNorm before each FFN's
 first linear layer: on real speech, with this recipe (AdamW), it beat both the
-plain model and the paper's HRF expansion (benchmarks/RESULTS.md). `--hrf-expansion 4` trains the paper's
-HRF instead, `--hrf-norm none` the plain model. Either way the merge leaves
+plain model and the paper's HRF expansion (benchmarks/RESULTS.md).
+`--hrf-expansion 4` trains the paper's HRF instead, `--hrf-norm none` the plain
+model. Either way the merge leaves
 exactly the plain model's shape and cost; below, "HRF model" is the
 training-time model, whichever it is.
 

@@ -155,8 +155,8 @@ class HRFHyperModel(keras_tuner.HyperModel):
             string such as `"ffn+attention"`.
         hrf_norms: `None` and/or `"batch"` (default: both); with 0 among the
             `expansions`, `"batch"` also tries the BatchNorm alone at width 0,
-            the variant that scored best on real speech
-            (`benchmarks/RESULTS.md`). `(None,)` is the paper's space: HRF
+            the variant that scored best on real speech with the AdamW
+            recipe (`benchmarks/RESULTS.md`). `(None,)` is the paper's space: HRF
             widths against the plain model.
         learning_rates, dropouts: Values to try; `learning_rates=None` is the
             model's `training.default_learning_rate`.

@@ -34,7 +34,7 @@ class HRFDense(keras.layers.Layer):
     With `expansion_units=None` and `expansion_norm="batch"` there is no
     expansion: the layer is `Dense(BatchNorm(x))`, and the merge folds the
     BatchNorm into the `Dense`. This is the configuration we recommend: on
-    real speech (EmoDB and RAVDESS, three architectures) this foldable
+    real speech (EmoDB and RAVDESS, three architectures, AdamW) this foldable
     BatchNorm alone beat both the plain layer and the expansion
     (`benchmarks/RESULTS.md`, "The paper's table"), at the cost of a BatchNorm
     instead of a second matrix while training. In the models it is

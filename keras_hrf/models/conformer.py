@@ -23,7 +23,7 @@ class Conformer(SpeechEmotionModel):
             with `hrf_expansion=None`, a BatchNorm alone before each of those
             linear layers, merged into it like HRF: the recommended
             configuration, better than plain and than HRF on real speech
-            (`benchmarks/RESULTS.md`).
+            with the AdamW recipe (`benchmarks/RESULTS.md`).
         hrf_targets: `("ffn",)`, plus `"attention"` and/or `"conv"`.
         model_dim, num_layers, num_heads, ffn_dim, kernel_size,
         subsampling_filters: Override the preset.

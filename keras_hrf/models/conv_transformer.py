@@ -23,8 +23,8 @@ class ConvTransformer(SpeechEmotionModel):
         hrf_norm: None, or `"batch"`: a BatchNorm inside each expansion, or,
             with `hrf_expansion=None`, alone before each target linear layer;
             merged like HRF. The latter is the recommended configuration,
-            better than plain and than HRF on real speech
-            (`benchmarks/RESULTS.md`).
+            better than plain and than HRF on real speech with the AdamW
+            recipe (`benchmarks/RESULTS.md`).
         hrf_targets: `("ffn",)`, plus `"attention"`.
         model_dim, num_layers, num_heads, ffn_dim, subsampling_filters:
             Override the preset.
