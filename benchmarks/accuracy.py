@@ -35,7 +35,13 @@ applied the same SpecAugment masks to the batches in NumPy.)
 
 Every run is saved as its own JSON file under --output/runs/ (EmoDB:
 results/accuracy/, other corpora: results/accuracy/<corpus>/), and runs
-already there are skipped, so the benchmark can be stopped and continued. A
+already there are skipped, so the benchmark can be stopped and continued; a
+run stopped mid-training continues from its last finished epoch
+(`BackupAndRestore` in --output/scratch/<run>/, which stays until the run
+finishes), with its best weights and every epoch's logs (its file lists the
+epochs it resumed at, `resumed_at`, and its `train_seconds` add up all its
+processes' epochs). A resumed run reshuffles and redraws its augmentation from
+the start, so it is another draw of the same recipe, not a replay. A
 run being trained is claimed by a `<run>.json.claim` file (host and process
 id), so several processes, on one machine or on machines sharing the folder,
 can work through the same plan: on a 2-core CPU two processes of `--threads
@@ -183,7 +189,7 @@ def model_arguments(config_name, args):
 
 
 def run_one(manifest, classes, features, usable, config_name, seed, test_group, args,
-            run_name):
+            run_name, extra_callbacks=()):
     import keras
     import numpy as np
 
@@ -204,11 +210,21 @@ def run_one(manifest, classes, features, usable, config_name, seed, test_group, 
     # One folder per run (its file's name): runs of other models or recipes on the
     # same fold, trained side by side, must not share a checkpoint.
     scratch = os.path.join(args.output, "scratch", run_name)
-    checkpoint = training.BestWeightsCheckpoint(os.path.join(scratch, "best.weights.h5"))
-    started = time.time()
-    history = model.fit(train, validation_data=validation, epochs=args.epochs, shuffle=False,
-                        verbose=0, callbacks=[checkpoint])
-    seconds = time.time() - started
+    # A run killed after an epoch (a session's end, a stopped lane) resumes
+    # from its last finished epoch; the two callbacks before the backup keep
+    # the best weights and every epoch's logs across processes.
+    backup = os.path.join(scratch, "backup")
+    resuming = os.path.isdir(backup)
+    checkpoint = training.BestWeightsCheckpoint(os.path.join(scratch, "best.weights.h5"),
+                                                resume=resuming)
+    epoch_log = training.EpochLog(os.path.join(scratch, "epochs.json"), resume=resuming)
+    if resuming:
+        print(f"{run_name}: resuming from {backup} ({len(epoch_log.entries)} epochs logged)",
+              flush=True)
+    model.fit(train, validation_data=validation, epochs=args.epochs, shuffle=False, verbose=0,
+              callbacks=[checkpoint, epoch_log,
+                         keras.callbacks.BackupAndRestore(backup, double_checkpoint=True),
+                         *extra_callbacks])
     model.load_weights(checkpoint.filepath)
     test_batches = keras_hrf.features.PaddedBatches(fold.inputs["test"],
                                                     batch_size=args.batch_size).for_keras()
@@ -219,13 +235,15 @@ def run_one(manifest, classes, features, usable, config_name, seed, test_group, 
         "learning_rate": args.learning_rate, "dropout": args.dropout,
         "normalize": args.normalize, "recipe": dataclasses.asdict(args.recipe),
         "model_options": args.model_options,
-        "train_seconds": round(seconds, 1), "best_epoch": checkpoint.best_epoch,
+        # The epochs' time, over every process that trained them (`resumed_at`).
+        "train_seconds": round(epoch_log.seconds, 1), "resumed_at": epoch_log.resumed_at,
+        "best_epoch": checkpoint.best_epoch,
         "best_val_ua": checkpoint.best, "params_training": model.count_params(),
         "params_trainable": sum(int(np.prod(v.shape)) for v in model.trainable_variables),
         "test_rows": len(fold.inputs["test"]),
         # Per epoch: training loss, accuracy and UA, and validation UA (how it learned).
-        "history": {name: [round(float(v), 4) for v in history.history[name]]
-                    for name in ("loss", "accuracy", "ua", "val_ua") if name in history.history},
+        "history": {name: [round(v, 4) for v in values] for name, values in
+                    epoch_log.history(("loss", "accuracy", "ua", "val_ua")).items()},
     }
     # Every run is tested merged: the deployed model, without HRF or SpecAugment.
     merged = keras_hrf.reparameterize(model)

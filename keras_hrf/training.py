@@ -13,6 +13,7 @@ import dataclasses
 import json
 import os
 import sys
+import time
 
 import keras
 import numpy as np
@@ -469,3 +470,63 @@ class BestWeightsCheckpoint(keras.callbacks.Callback):
             with open(path, "w") as handle:
                 json.dump({"monitor": self.monitor, "value": value, "epoch": epoch + 1}, handle)
         self.best, self.best_epoch = value, epoch + 1
+
+
+class EpochLog(keras.callbacks.Callback):
+    """Every epoch's logs and seconds, kept in a JSON file rewritten
+    atomically after each epoch, so that a run resumed with
+    `keras.callbacks.BackupAndRestore` still reports its whole history
+    (`History` sees only its own `fit` call's epochs).
+
+    Place it before `BackupAndRestore`: an epoch logged but not yet backed up
+    when the process died is trained again and its entry replaced, so the log
+    never misses an epoch. `resumed_at` lists the epochs (1-based) at which a
+    resumed `fit` started; a resumed run reshuffles and redraws its
+    augmentation from the start, so it is a different draw of the same recipe.
+
+    Args:
+        filepath: The `.json` file.
+        resume: Start from the entries stored in `filepath` (when it exists).
+    """
+
+    def __init__(self, filepath, resume=False):
+        super().__init__()
+        self.filepath = os.fspath(filepath)
+        self.entries = []
+        self.resumed_at = []
+        if resume and os.path.isfile(self.filepath):
+            with open(self.filepath) as handle:
+                stored = json.load(handle)
+            self.entries, self.resumed_at = stored["epochs"], stored["resumed_at"]
+        self._first_epoch_of_fit = True
+        self._started = None
+
+    def on_train_begin(self, logs=None):
+        self._first_epoch_of_fit = True
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self._first_epoch_of_fit:
+            self._first_epoch_of_fit = False
+            if epoch > 0:
+                self.resumed_at.append(epoch + 1)
+            # Entries past the restored epoch are trained again.
+            self.entries = [entry for entry in self.entries if entry["epoch"] <= epoch]
+        self._started = time.time()
+
+    def on_epoch_end(self, epoch, logs=None):
+        entry = {"epoch": epoch + 1, "seconds": round(time.time() - self._started, 2)}
+        entry.update({name: float(value) for name, value in (logs or {}).items()})
+        self.entries = [e for e in self.entries if e["epoch"] != epoch + 1] + [entry]
+        with atomic_path(self.filepath) as path:
+            with open(path, "w") as handle:
+                json.dump({"epochs": self.entries, "resumed_at": self.resumed_at}, handle)
+
+    @property
+    def seconds(self):
+        """The logged epochs' training time, all processes together."""
+        return sum(entry["seconds"] for entry in self.entries)
+
+    def history(self, names):
+        """`{name: [value per epoch]}` for the logged `names`, like `History.history`."""
+        return {name: [entry[name] for entry in self.entries] for name in names
+                if self.entries and all(name in entry for entry in self.entries)}

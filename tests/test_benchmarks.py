@@ -199,6 +199,52 @@ def test_a_manifest_gives_any_corpus_its_folds(tmp_path):
     assert report["missing_runs"][0] == "mine_conformer_lite_plain_e40_seed0_foldnorth.json"
 
 
+def test_a_run_stopped_after_an_epoch_resumes_there_with_its_whole_history(tmp_path, monkeypatch):
+    import functools
+    import json
+
+    import keras
+
+    from fixtures import write_tone
+
+    accuracy = _load("accuracy")
+    rows = []
+    for group in ("north", "south", "west"):
+        for label, frequency in (("calm", 220.0), ("loud", 880.0)):
+            for take in range(4):
+                path = tmp_path / f"{group}_{label}_{take}.wav"
+                write_tone(str(path), seconds=0.3, frequency=frequency + 10 * take)
+                rows.append(f"{path},{label},{group},{group}")
+    (tmp_path / "mine.csv").write_text("path,label,speaker,group\n" + "\n".join(rows) + "\n")
+    command = ["--manifest", str(tmp_path / "mine.csv"), "--output", str(tmp_path / "out"),
+               "--configs", "lite_plain", "--seeds", "0", "--folds", "north", "--epochs", "4"]
+    name = "mine_conformer_lite_plain_e4_seed0_foldnorth"
+
+    class StopAfterSecondEpoch(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                raise KeyboardInterrupt("stopped after epoch 2")
+
+    train_then_stop = functools.partial(accuracy.run_one, extra_callbacks=[StopAfterSecondEpoch()])
+    with monkeypatch.context() as patched:
+        patched.setattr(accuracy, "run_one", train_then_stop)
+        with pytest.raises(KeyboardInterrupt):
+            accuracy.main(command)
+    scratch = tmp_path / "out" / "scratch" / name
+    assert (scratch / "backup").is_dir()
+    assert not (tmp_path / "out" / "runs" / f"{name}.json.claim").exists()
+    logged = json.loads((scratch / "epochs.json").read_text())["epochs"]
+    assert [entry["epoch"] for entry in logged] == [1, 2]
+
+    accuracy.main(command)
+    run = json.loads((tmp_path / "out" / "runs" / f"{name}.json").read_text())
+    assert run["resumed_at"] == [3]
+    assert len(run["history"]["loss"]) == len(run["history"]["val_ua"]) == 4
+    assert run["history"]["loss"][:2] == [round(entry["loss"], 4) for entry in logged]
+    assert run["train_seconds"] >= sum(entry["seconds"] for entry in logged)
+    assert not (scratch / "backup").exists()  # Keras removes it when fit finishes
+
+
 def test_a_run_is_claimed_by_one_live_process_and_a_dead_ones_claim_is_taken_over(tmp_path):
     import socket
     import subprocess

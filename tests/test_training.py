@@ -229,6 +229,28 @@ def test_best_weights_checkpoint_keeps_the_best_and_resumes_with_it(tmp_path):
         resumed.on_epoch_end(4, {"loss": 1.0})
 
 
+def test_epoch_log_keeps_every_epoch_across_a_resume_and_replaces_one_trained_again(tmp_path):
+    path = tmp_path / "epochs.json"
+    log = training.EpochLog(path)
+    log.on_train_begin()
+    for epoch in range(3):
+        log.on_epoch_begin(epoch)
+        log.on_epoch_end(epoch, {"loss": 1.0 - epoch / 10})
+    # The process died after epoch 3 was logged but before it was backed up,
+    # so the resumed fit trains epoch 3 again.
+    resumed = training.EpochLog(path, resume=True)
+    resumed.on_train_begin()
+    for epoch, loss in ((2, 0.5), (3, 0.4)):
+        resumed.on_epoch_begin(epoch)
+        resumed.on_epoch_end(epoch, {"loss": loss})
+    assert resumed.history(["loss", "val_ua"]) == {"loss": [1.0, 0.9, 0.5, 0.4]}
+    assert resumed.resumed_at == [3]
+    assert resumed.seconds == pytest.approx(sum(e["seconds"] for e in resumed.entries))
+    stored = json.loads(path.read_text())
+    assert [e["epoch"] for e in stored["epochs"]] == [1, 2, 3, 4] and stored["resumed_at"] == [3]
+    assert training.EpochLog(path).entries == []  # a fresh run starts its own log
+
+
 def test_default_learning_rate_per_model():
     # The lite SpeechFormer learns at 1e-3 with one layer per stage (RESULTS.md).
     assert training.default_learning_rate("speechformer") == 1e-3
