@@ -516,7 +516,7 @@ class EpochLog(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         entry = {"epoch": epoch + 1, "seconds": round(time.time() - self._started, 2)}
         entry.update({name: float(value) for name, value in (logs or {}).items()})
-        self.entries = [e for e in self.entries if e["epoch"] != epoch + 1] + [entry]
+        self.entries.append(entry)  # later entries were dropped when this fit began
         with atomic_path(self.filepath) as path:
             with open(path, "w") as handle:
                 json.dump({"epochs": self.entries, "resumed_at": self.resumed_at}, handle)
