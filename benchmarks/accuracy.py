@@ -42,14 +42,15 @@ finishes), with its best weights and every epoch's logs (its file lists the
 epochs it resumed at, `resumed_at`, and its `train_seconds` add up all its
 processes' epochs). A resumed run reshuffles and redraws its augmentation from
 the start, so it is another draw of the same recipe, not a replay. A
-run being trained is claimed by a `<run>.json.claim` file (host and process
-id), so several processes, on one machine or on machines sharing the folder,
-can work through the same plan: on a 2-core CPU two processes of `--threads
-1` train 1.3x more runs per hour than one process on both cores. A claim left
-by a process that died on this host is taken over. The summary (mean and
-spread of UA, WA and macro-F1 per configuration, and a paired comparison of
-each configuration against lite_plain, and of lite_hrf4_bn and lite_hrf1_bn
-against lite_bn, on the same folds and seeds) is printed and written to
+run being trained is claimed by a `<run>.json.claim` file (host, process
+id and boot id), so several processes, on one machine or on machines sharing
+the folder, can work through the same plan: on a 2-core CPU two processes of
+`--threads 1` train 1.3x more runs per hour than one process on both cores. A
+claim left by a process that died on this host, or before this host
+restarted, is taken over. The summary (mean and spread of UA, WA and
+macro-F1 per configuration, and a paired comparison of each configuration
+against lite_plain, and of lite_hrf4_bn and lite_hrf1_bn against lite_bn, on
+the same folds and seeds) is printed and written to
 --output/summary.json, with the planned runs that are not on disk listed in
 it. It covers every run of the recipe on disk (all configurations and seeds,
 the chosen folds), not only the command's own plan, so a narrower command
@@ -262,26 +263,41 @@ def run_one(manifest, classes, features, usable, config_name, seed, test_group, 
 def claim(path):
     """Claim the run whose result goes to `path` for this process; False if
     another live process holds it. The claim is `path + ".claim"`, created
-    exclusively; one whose process is gone from this host is taken over."""
+    exclusively, holding host, process id and boot id. A claim whose process
+    is gone from this host, or that an earlier boot of this host wrote, is
+    taken over: after a restart a process id may name an unrelated process."""
     claim_path = path + ".claim"
-    owner = f"{socket.gethostname()} {os.getpid()}"
+    owner = f"{socket.gethostname()} {os.getpid()} {_boot_id()}"
     for _ in range(2):
         try:
             handle = os.open(claim_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
         except FileExistsError:
             try:
                 with open(claim_path) as existing:
-                    host, pid = existing.read().split()
+                    host, pid, *boot = existing.read().split()
+                pid = int(pid)
             except (OSError, ValueError):
                 return False  # being written by its owner just now
-            if host != socket.gethostname() or _process_alive(int(pid)):
+            if host != socket.gethostname():
+                return False  # another host's process cannot be checked from here
+            earlier_boot = bool(boot) and boot[0] != _boot_id()
+            if not earlier_boot and _process_alive(pid):
                 return False
-            os.remove(claim_path)  # its process died: take it over
+            os.remove(claim_path)  # its process is gone: take it over
             continue
         with os.fdopen(handle, "w") as claimed:
             claimed.write(owner)
         return True
     return False
+
+
+def _boot_id():
+    """This boot's id on Linux, "-" where the system has none to read."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as handle:
+            return handle.read().strip() or "-"
+    except OSError:
+        return "-"
 
 
 def recorded_runs(runs_dir, prefix, recipe_suffix, folds):

@@ -254,7 +254,7 @@ def test_a_run_is_claimed_by_one_live_process_and_a_dead_ones_claim_is_taken_ove
     path = str(tmp_path / "run.json")
     assert accuracy.claim(path)
     with open(path + ".claim") as handle:
-        assert handle.read() == f"{socket.gethostname()} {os.getpid()}"
+        assert handle.read() == f"{socket.gethostname()} {os.getpid()} {accuracy._boot_id()}"
     assert not accuracy.claim(path)  # held by a live process (this one)
 
     # A process that has exited leaves its claim behind: it is taken over.
@@ -270,6 +270,14 @@ def test_a_run_is_claimed_by_one_live_process_and_a_dead_ones_claim_is_taken_ove
     with open(path + ".claim", "w") as handle:
         handle.write(f"not-{socket.gethostname()} {dead.pid}")
     assert not accuracy.claim(path)
+
+    # After a restart a process id can name an unrelated live process (this
+    # one here): the claim of an earlier boot is taken over all the same, and
+    # one of this boot, or without a boot id (as older claims are), is not.
+    for boot, taken_over in (("an-earlier-boot", True), (accuracy._boot_id(), False), ("", False)):
+        with open(path + ".claim", "w") as handle:
+            handle.write(f"{socket.gethostname()} {os.getpid()} {boot}".strip())
+        assert accuracy.claim(path) is taken_over, boot
 
 
 def test_batchnorm_control_keeps_its_expansion_at_the_identity_through_training():
