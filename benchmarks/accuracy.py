@@ -267,7 +267,8 @@ def claim(path):
     is gone from this host, or that an earlier boot of this host wrote, is
     taken over: after a restart a process id may name an unrelated process."""
     claim_path = path + ".claim"
-    owner = f"{socket.gethostname()} {os.getpid()} {_boot_id()}"
+    this_host, this_boot = socket.gethostname(), _boot_id()
+    owner = f"{this_host} {os.getpid()} {this_boot}"
     for _ in range(2):
         try:
             handle = os.open(claim_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
@@ -278,9 +279,9 @@ def claim(path):
                 pid = int(pid)
             except (OSError, ValueError):
                 return False  # being written by its owner just now
-            if host != socket.gethostname():
+            if host != this_host:
                 return False  # another host's process cannot be checked from here
-            earlier_boot = bool(boot) and boot[0] != _boot_id()
+            earlier_boot = bool(boot) and boot[0] != this_boot
             if not earlier_boot and _process_alive(pid):
                 return False
             os.remove(claim_path)  # its process is gone: take it over
