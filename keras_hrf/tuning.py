@@ -331,9 +331,36 @@ def make_tuner(name, hypermodel, max_trials, max_epochs=None, seed=None, **kwarg
         tuner = keras_tuner.Hyperband(hypermodel, objective=objective(), max_epochs=max_epochs,
                                       seed=seed, **kwargs)
         tuner.oracle.max_trials = max_trials
-        return tuner
-    return TUNERS[name](hypermodel, objective=objective(), max_trials=max_trials, seed=seed,
-                        **kwargs)
+    else:
+        tuner = TUNERS[name](hypermodel, objective=objective(), max_trials=max_trials,
+                             seed=seed, **kwargs)
+    retry_trials_the_oracle_lost(tuner.oracle)
+    return tuner
+
+
+def retry_trials_the_oracle_lost(oracle):
+    """Queue for retry every trial whose own file says RUNNING but that the
+    reloaded oracle neither runs nor retries; return their ids.
+
+    KerasTuner starts a trial by writing its `trial.json` (RUNNING) and then
+    `oracle.json`. A process killed between the two writes leaves a trial the
+    reloaded oracle knows only from its file: it is not among the ongoing
+    trials that KerasTuner sends for retry, so the resumed search would end
+    one trial short with that trial RUNNING forever. This queues it the way
+    KerasTuner queues its ongoing trials. A worker's oracle client holds no
+    state (the chief's oracle does), so it is left alone."""
+    retry_queue = getattr(oracle, "_retry_queue", None)
+    if retry_queue is None:
+        return []
+    ongoing = {trial.trial_id for trial in oracle.ongoing_trials.values()}
+    lost = [trial_id for trial_id, trial in sorted(oracle.trials.items())
+            if trial.status == keras_tuner.engine.trial.TrialStatus.RUNNING
+            and trial_id not in retry_queue and trial_id not in ongoing]
+    for trial_id in lost:
+        retry_queue.append(trial_id)
+        if trial_id not in oracle.start_order:
+            oracle.start_order.append(trial_id)
+    return lost
 
 
 def trials_table(oracle):

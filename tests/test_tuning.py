@@ -156,6 +156,41 @@ def test_keras_tuner_oracles_reach_the_batch_norm_alone_and_no_model_twice(name,
     assert training[0, "none"] < training[0, "batch"] < training[2, "none"] < training[2, "batch"]
 
 
+def _finish(tuner, trial, score):
+    tuner.oracle.update_trial(trial.trial_id, {tuning.OBJECTIVE: score})
+    trial.status = "COMPLETED"
+    tuner.on_trial_end(trial)  # ends the trial, then saves the oracle and the tuner
+
+
+def test_a_trial_started_just_before_a_kill_is_retried_not_left_running(tmp_path):
+    """KerasTuner writes a new trial's `trial.json` and then `oracle.json`; a
+    kill between the two must not leave that trial RUNNING forever and the
+    resumed search one trial short."""
+    hypermodel = tuning.HRFHyperModel(4, expansions=(0, 1, 2), hrf_norms=(None,))
+    kwargs = {"max_trials": 3, "seed": 1, "directory": str(tmp_path), "project_name": "lost"}
+    tuner = tuning.make_tuner("random", hypermodel, **kwargs)
+    _finish(tuner, tuner.oracle.create_trial(tuner.tuner_id), 0.5)
+    oracle_file = tmp_path / "lost" / "oracle.json"
+    before_second_trial = oracle_file.read_text()
+    assert tuner.oracle.create_trial(tuner.tuner_id).trial_id == "1"
+    # The kill came after trial 1's own file and before the oracle's.
+    oracle_file.write_text(before_second_trial)
+    assert json.loads((tmp_path / "lost" / "trial_1" / "trial.json").read_text())["status"] \
+        == "RUNNING"
+
+    tuner = tuning.make_tuner("random", hypermodel, **kwargs)
+    assert sorted(tuner.oracle.trials) == ["0", "1"]  # resumed, not started afresh
+    assert tuning.retry_trials_the_oracle_lost(tuner.oracle) == []  # already queued, once
+    retried = tuner.oracle.create_trial(tuner.tuner_id)
+    assert retried.trial_id == "1"
+    _finish(tuner, retried, 0.6)
+    _finish(tuner, tuner.oracle.create_trial(tuner.tuner_id), 0.7)
+    assert tuner.oracle.create_trial(tuner.tuner_id).status == "STOPPED"
+    table = tuning.trials_table(tuner.oracle)
+    assert list(table["trial_id"]) == ["0", "1", "2"]
+    assert list(table["status"]) == ["COMPLETED"] * 3
+
+
 def test_a_search_of_the_batch_norm_alone_reports_it_against_the_plain_model(tmp_path):
     report = _load_example("tune_expansion").main(
         [*TINY, "--max-trials", "1", "--expansions", "0", "--hrf-norms", "batch",
