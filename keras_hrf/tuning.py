@@ -21,11 +21,14 @@ The objective is validation UA (`keras_hrf.metrics.UnweightedAccuracy`,
 logged as `"val_ua"`), maximized.
 
 Importing this module makes KerasTuner's state files (`oracle.json`, each
-`trial.json`, the tuner's own) written atomically, so that a search killed at
-any moment can resume (see `_save_json_atomically`).
+`trial.json`, the tuner's own) written atomically, and makes a reloaded oracle
+retry a trial that a kill left RUNNING before the oracle saved it, so that a
+search killed at any moment can resume, whichever tuner runs it (see
+`_save_json_atomically` and `retry_trials_the_oracle_lost`).
 """
 
 import contextlib
+import functools
 import json
 import numbers
 import os
@@ -334,7 +337,6 @@ def make_tuner(name, hypermodel, max_trials, max_epochs=None, seed=None, **kwarg
     else:
         tuner = TUNERS[name](hypermodel, objective=objective(), max_trials=max_trials,
                              seed=seed, **kwargs)
-    retry_trials_the_oracle_lost(tuner.oracle)
     return tuner
 
 
@@ -361,6 +363,21 @@ def retry_trials_the_oracle_lost(oracle):
         if trial_id not in oracle.start_order:
             oracle.start_order.append(trial_id)
     return lost
+
+
+_kerastuner_oracle_reload = keras_tuner.Oracle.reload
+
+
+@functools.wraps(_kerastuner_oracle_reload)
+def _reload_and_retry_lost_trials(self):
+    _kerastuner_oracle_reload(self)
+    retry_trials_the_oracle_lost(self)
+
+
+# Every KerasTuner oracle (random, Bayesian, Hyperband, grid and user
+# subclasses that call `super().reload()`) reloads through this one method,
+# so tuners built without `make_tuner` resume as safely.
+keras_tuner.Oracle.reload = _reload_and_retry_lost_trials
 
 
 def trials_table(oracle):

@@ -162,13 +162,23 @@ def _finish(tuner, trial, score):
     tuner.on_trial_end(trial)  # ends the trial, then saves the oracle and the tuner
 
 
-def test_a_trial_started_just_before_a_kill_is_retried_not_left_running(tmp_path):
+def _random_search_made_by_the_package(hypermodel, **kwargs):
+    return tuning.make_tuner("random", hypermodel, **kwargs)
+
+
+def _random_search_made_by_hand(hypermodel, **kwargs):
+    return keras_tuner.RandomSearch(hypermodel, objective=tuning.objective(), **kwargs)
+
+
+@pytest.mark.parametrize("make", [_random_search_made_by_the_package, _random_search_made_by_hand])
+def test_a_trial_started_just_before_a_kill_is_retried_not_left_running(make, tmp_path):
     """KerasTuner writes a new trial's `trial.json` and then `oracle.json`; a
     kill between the two must not leave that trial RUNNING forever and the
-    resumed search one trial short."""
+    resumed search one trial short, whether the package or the user built
+    the tuner."""
     hypermodel = tuning.HRFHyperModel(4, expansions=(0, 1, 2), hrf_norms=(None,))
     kwargs = {"max_trials": 3, "seed": 1, "directory": str(tmp_path), "project_name": "lost"}
-    tuner = tuning.make_tuner("random", hypermodel, **kwargs)
+    tuner = make(hypermodel, **kwargs)
     _finish(tuner, tuner.oracle.create_trial(tuner.tuner_id), 0.5)
     oracle_file = tmp_path / "lost" / "oracle.json"
     before_second_trial = oracle_file.read_text()
@@ -178,7 +188,7 @@ def test_a_trial_started_just_before_a_kill_is_retried_not_left_running(tmp_path
     assert json.loads((tmp_path / "lost" / "trial_1" / "trial.json").read_text())["status"] \
         == "RUNNING"
 
-    tuner = tuning.make_tuner("random", hypermodel, **kwargs)
+    tuner = make(hypermodel, **kwargs)
     assert sorted(tuner.oracle.trials) == ["0", "1"]  # resumed, not started afresh
     assert tuning.retry_trials_the_oracle_lost(tuner.oracle) == []  # already queued, once
     retried = tuner.oracle.create_trial(tuner.tuner_id)
