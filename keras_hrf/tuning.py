@@ -334,10 +334,9 @@ def make_tuner(name, hypermodel, max_trials, max_epochs=None, seed=None, **kwarg
         tuner = keras_tuner.Hyperband(hypermodel, objective=objective(), max_epochs=max_epochs,
                                       seed=seed, **kwargs)
         tuner.oracle.max_trials = max_trials
-    else:
-        tuner = TUNERS[name](hypermodel, objective=objective(), max_trials=max_trials,
-                             seed=seed, **kwargs)
-    return tuner
+        return tuner
+    return TUNERS[name](hypermodel, objective=objective(), max_trials=max_trials, seed=seed,
+                        **kwargs)
 
 
 def retry_trials_the_oracle_lost(oracle):
