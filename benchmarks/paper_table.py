@@ -15,7 +15,8 @@ speaker groups (each fold's mean over the seeds both have). The classic baseline
 (`baseline.py`) is the reference row of each corpus. A cell with fewer runs than
 planned is marked partial. Every configuration's runs are those of one recipe:
 `_e<epochs><tag>` in their names, or the suffix `--suffix CONFIG=SUFFIX` gives it
-(the large model has a recipe of its own). Below the table: each configuration's
+(the large model has a recipe of its own); `--suffix MODEL:CONFIG=SUFFIX` gives
+one architecture's configuration its own (the large SpeechFormer's options). Below the table: each configuration's
 run differences from lite pooled over the architectures (per corpus and over
 both; the architectures share test folds, so that p is optimistic), and each lite
 configuration against the large model on the same runs ("comparable": within 1
@@ -220,12 +221,21 @@ def large_markdown(report):
 
 
 def _suffix(text):
-    config, _, suffix = text.partition("=")
-    if config not in CONFIGS or not suffix.startswith("_e"):
+    """`CONFIG=SUFFIX` or `MODEL:CONFIG=SUFFIX`, keyed as written before the `=`."""
+    key, _, suffix = text.partition("=")
+    model, _, config = key.rpartition(":")
+    if (config not in CONFIGS or (model and model not in MODELS)
+            or not suffix.startswith("_e")):
         raise argparse.ArgumentTypeError(
-            f"expected CONFIG=_e<epochs>[tag] with CONFIG one of {sorted(CONFIGS)}, "
-            f"received {text!r}")
-    return config, suffix
+            f"expected [MODEL:]CONFIG=_e<epochs>[tag] with MODEL one of {list(MODELS)} and "
+            f"CONFIG one of {sorted(CONFIGS)}, received {text!r}")
+    return key, suffix
+
+
+def suffix_for(suffixes, model, config, default):
+    """The runs' suffix of `model`'s `config`: its own, the configuration's, or
+    `default` (the table's recipe)."""
+    return suffixes.get(f"{model}:{config}", suffixes.get(config, default))
 
 
 def parse_args(argv):
@@ -242,9 +252,11 @@ def parse_args(argv):
                         help="the recipe tag in the runs' names, as accuracy.py writes it "
                              "(`_sgd`, `_lr0.0003`, `_speakernorm`); default: the default recipe")
     parser.add_argument("--suffix", type=_suffix, action="append", default=[],
-                        metavar="CONFIG=SUFFIX",
+                        metavar="[MODEL:]CONFIG=SUFFIX",
                         help="a configuration's own recipe, the whole suffix after its name "
-                             "(`large_plain=_e60_lr0.0003`); repeatable")
+                             "(`large_plain=_e60_lr0.0003`), for every architecture or, with "
+                             "MODEL:, one (`speechformer:large_plain=_e40_lr0.0003_headdropout0`); "
+                             "repeatable")
     parser.add_argument("--results", default=os.path.join(HERE, "results"),
                         help="the folder holding accuracy/ and baseline/")
     parser.add_argument("--output", default=None,
@@ -266,14 +278,15 @@ def main(argv=None):
         runs_dir = os.path.join(args.results, "accuracy", CORPORA[corpus]["output"], "runs")
         prefix = CORPORA[corpus]["prefix"]
         table[corpus] = {}
+        default = f"_e{args.epochs}{args.tag}"
         for model in args.models:
             references = {
                 name: load_runs(runs_dir, prefix, model, name,
-                                args.suffix.get(name, f"_e{args.epochs}{args.tag}"), folds)
+                                suffix_for(args.suffix, model, name, default), folds)
                 for name in REFERENCES}
             table[corpus][model] = {
                 config: cell(runs_dir, prefix, model, config,
-                             args.suffix.get(config, f"_e{args.epochs}{args.tag}"), folds,
+                             suffix_for(args.suffix, model, config, default), folds,
                              args.seeds, references)
                 for config in args.configs}
     report = {"corpora": args.corpora, "models": args.models, "configs": args.configs,

@@ -604,6 +604,26 @@ def test_paper_table_pairs_each_configuration_with_lite_plain_over_runs_and_grou
     assert "| Conformer, lite + BN | 7 (RAVDESS) | not measured |" in table.markdown(report)
     with pytest.raises(SystemExit):  # a suffix without its epochs would match nothing
         table.parse_args(["--suffix", "large_plain=_lr0.0003"])
+    # One architecture's large model on a recipe of its own (model options in its
+    # name); the other keeps the configuration's suffix.
+    for g in folds:
+        write("large_plain", "_e60_lr0.0003", 0, g, 0.05, model="speechformer")
+        write("large_plain", "_e40_lr0.0003_headdropout0", 0, g, 0.45, model="speechformer")
+    own = table.main(["--corpora", "ravdess", "--models", "conformer", "speechformer",
+                      "--configs", "lite_plain", "large_plain",
+                      "--suffix", "large_plain=_e60_lr0.0003",
+                      "--suffix", "speechformer:large_plain=_e40_lr0.0003_headdropout0",
+                      "--results", str(tmp_path), "--output", str(tmp_path / "own.json")])
+    speechformer_large = own["table"]["ravdess"]["speechformer"]["large_plain"]
+    assert speechformer_large["suffix"] == "_e40_lr0.0003_headdropout0"
+    assert speechformer_large["ua"]["mean"] == pytest.approx(0.45)
+    assert own["table"]["ravdess"]["conformer"]["large_plain"]["suffix"] == "_e60_lr0.0003"
+    # The speechformer lite (0.5) paired with its own large runs: +5.0, not +45.
+    lite_against_large = own["table"]["ravdess"]["speechformer"]["lite_plain"]
+    assert lite_against_large["paired_vs_large_plain"]["runs"]["mean_difference"] == \
+        pytest.approx(0.05)
+    with pytest.raises(SystemExit):  # not an architecture
+        table.parse_args(["--suffix", "wav2vec:large_plain=_e40"])
 
 
 def test_select_recipe_ranks_candidates_by_validation_and_never_reads_test_scores(
