@@ -16,9 +16,10 @@ speaker groups (each fold's mean over the seeds both have). The classic baseline
 planned is marked partial. Every configuration's runs are those of one recipe:
 `_e<epochs><tag>` in their names, or the suffix `--suffix CONFIG=SUFFIX` gives it
 (the large model has a recipe of its own); `--suffix MODEL:CONFIG=SUFFIX` gives
-one architecture's configuration its own (the large SpeechFormer's options). Below the table: each configuration's
-run differences from lite pooled over the architectures (per corpus and over
-both; the architectures share test folds, so that p is optimistic), and each lite
+one architecture's configuration its own (the large SpeechFormer's options). Below
+the table: each configuration's run differences from lite pooled over the
+architectures (per corpus and over both; the architectures share test folds, so
+that p is optimistic), and each lite
 configuration against the large model on the same runs ("comparable": within 1
 point or better). Prints Markdown and writes the numbers as JSON.
 """
