@@ -216,9 +216,12 @@ def test_a_run_stopped_after_an_epoch_resumes_there_with_its_whole_history(tmp_p
                 write_tone(str(path), seconds=0.3, frequency=frequency + 10 * take)
                 rows.append(f"{path},{label},{group},{group}")
     (tmp_path / "mine.csv").write_text("path,label,speaker,group\n" + "\n".join(rows) + "\n")
+    # One Conformer block: the resume is not the model's business, and tracing
+    # the lite model's four blocks took most of this test's time.
     command = ["--manifest", str(tmp_path / "mine.csv"), "--output", str(tmp_path / "out"),
-               "--configs", "lite_plain", "--seeds", "0", "--folds", "north", "--epochs", "4"]
-    name = "mine_conformer_lite_plain_e4_seed0_foldnorth"
+               "--configs", "lite_plain", "--seeds", "0", "--folds", "north", "--epochs", "4",
+               "--model-option", "num_layers=1"]
+    name = "mine_conformer_lite_plain_e4_numlayers1_seed0_foldnorth"
 
     class StopAfterSecondEpoch(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
@@ -288,8 +291,9 @@ def test_batchnorm_control_keeps_its_expansion_at_the_identity_through_training(
     accuracy = _load("accuracy")
     config = dict(accuracy.CONFIGS["lite_bn"])
     assert config.pop("identity_expansion") is True
-    model = keras_hrf.ConvTransformer(3, input_dim=8, **config)
-    plain = keras_hrf.ConvTransformer(3, input_dim=8, size="lite")
+    # Two blocks of the lite model: every HRF layer, at half the tracing time.
+    model = keras_hrf.ConvTransformer(3, input_dim=8, num_layers=2, **config)
+    plain = keras_hrf.ConvTransformer(3, input_dim=8, size="lite", num_layers=2)
     accuracy.freeze_expansions_at_identity(model)
     layers = [layer for layer in model._flatten_layers() if isinstance(layer, keras_hrf.HRFDense)]
     assert layers
