@@ -19,9 +19,9 @@ planned is marked partial. Every configuration's runs are those of one recipe:
 one architecture's configuration its own (the large SpeechFormer's options). Below
 the table: each configuration's run differences from lite pooled over the
 architectures (per corpus and over both; the architectures share test folds, so
-that p is optimistic), and each lite
-configuration against the large model on the same runs ("comparable": within 1
-point or better). Prints Markdown and writes the numbers as JSON.
+that p is optimistic), and each lite configuration against the large model on
+the same runs ("comparable": within 1 point or better). Prints Markdown and
+writes the numbers as JSON.
 """
 
 import argparse
