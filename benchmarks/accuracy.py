@@ -54,7 +54,10 @@ the same folds and seeds) is printed and written to
 --output/summary.json, with the planned runs that are not on disk listed in
 it. It covers every run of the recipe on disk (all configurations and seeds,
 the chosen folds), not only the command's own plan, so a narrower command
-never shrinks it.
+never shrinks it. Without --learning-rate each configuration trains at the
+examples' default for its size (`keras_hrf.recipe`): the lite ones at 1e-3,
+large_plain at 3e-4, whose runs and summary are named `_lr0.0003`
+(`--learning-rate 1e-3` gives the large model the lite recipe's rate).
 
     python benchmarks/accuracy.py                      # EmoDB, 10 folds x 3 seeds x all configs
     python benchmarks/accuracy.py --corpus ravdess --configs lite_plain --seeds 0
@@ -133,15 +136,25 @@ def freeze_expansions_at_identity(model):
         layer.expansion_kernel.trainable = False
 
 
-def recipe_tag(args, default_learning_rate):
-    """How a run's recipe differs from the default, for its file name ("" for
-    the default recipe, so that earlier runs keep their names)."""
+def config_recipe(args, config_name):
+    """The recipe `config_name` trains with: `--learning-rate`, or the package's
+    default rate for the model at the configuration's size (the examples' own)."""
+    rate = args.recipe.peak_learning_rate(args.model, CONFIGS[config_name]["size"])
+    return dataclasses.replace(args.recipe, learning_rate=rate)
+
+
+def recipe_tag(args, config_name):
+    """How `config_name`'s recipe differs from the default, for its runs' file
+    names ("" for the default recipe, so that earlier runs keep their names).
+    The rate is named against the lite model's: the large models' default rate
+    came later, and their runs at it were already named `_lr0.0003`."""
     from keras_hrf import training
 
     default = training.Recipe()
     tag = ""
-    if args.learning_rate != default_learning_rate:
-        tag += f"_lr{args.learning_rate:g}"
+    learning_rate = config_recipe(args, config_name).learning_rate
+    if learning_rate != training.default_learning_rate(args.model):
+        tag += f"_lr{learning_rate:g}"
     if args.dropout is not None:
         tag += f"_dropout{args.dropout:g}"
     if args.normalize != "train":
@@ -201,10 +214,11 @@ def run_one(manifest, classes, features, usable, config_name, seed, test_group, 
     fold = prepare_fold(manifest, classes, features, usable, seed, test_group, args)
     keras.utils.set_random_seed(seed)
     config = model_arguments(config_name, args)
-    model = training.build_model(args.model, len(classes), fold.input_dim, args.recipe, **config)
+    recipe = config_recipe(args, config_name)
+    model = training.build_model(args.model, len(classes), fold.input_dim, recipe, **config)
     if CONFIGS[config_name].get("identity_expansion"):
         freeze_expansions_at_identity(model)
-    training.compile_for_training(model, len(classes), args.recipe,
+    training.compile_for_training(model, len(classes), recipe,
                                   fold.steps_per_epoch(args.batch_size), model_name=args.model)
     train = fold.batches("train", args.batch_size, shuffle=True, seed=seed)
     validation = fold.batches("validation", args.batch_size)
@@ -233,8 +247,8 @@ def run_one(manifest, classes, features, usable, config_name, seed, test_group, 
     result = {
         "config": config_name, "seed": seed, "test_group": test_group, "corpus": args.corpus,
         "model": args.model, "epochs": args.epochs, "backend": keras.backend.backend(),
-        "learning_rate": args.learning_rate, "dropout": args.dropout,
-        "normalize": args.normalize, "recipe": dataclasses.asdict(args.recipe),
+        "learning_rate": recipe.learning_rate, "dropout": args.dropout,
+        "normalize": args.normalize, "recipe": dataclasses.asdict(recipe),
         "model_options": args.model_options,
         # The epochs' time, over every process that trained them (`resumed_at`).
         "train_seconds": round(epoch_log.seconds, 1), "resumed_at": epoch_log.resumed_at,
@@ -463,8 +477,6 @@ def parse_args(argv):
         args.configs, args.seeds, args.epochs = ["lite_plain", "lite_hrf4"], [0], 3
         args.folds = ["1", "2"]
     args.model_options = dict(args.model_options)
-    if args.learning_rate is None:
-        args.learning_rate = training.default_learning_rate(args.model)
     args.recipe = training.recipe_from_args(parser, args)
     if args.manifest:
         args.corpus = os.path.splitext(os.path.basename(args.manifest))[0]
@@ -502,7 +514,9 @@ def main(argv=None):
     from keras_hrf import training
     from keras_hrf.atomic import atomic_path
 
-    tag = recipe_tag(args, training.default_learning_rate(args.model))
+    # Each configuration's runs are named by their recipe: the lite and the
+    # large sizes train at different default rates.
+    tags = {config_name: recipe_tag(args, config_name) for config_name in args.configs}
     manifest = load_corpus(args)
     classes = datasets.class_names(manifest)
     folds = training.choose_folds(manifest, args.folds, synthetic=False)
@@ -511,7 +525,7 @@ def main(argv=None):
 
     def run_path(config_name, seed, group):
         return os.path.join(runs_dir, f"{args.prefix}{args.model}_{config_name}_e{args.epochs}"
-                                      f"{tag}_seed{seed}_fold{group}.json")
+                                      f"{tags[config_name]}_seed{seed}_fold{group}.json")
 
     print(f"{args.corpus}: {len(manifest)} utterances, {len(classes)} classes, folds {folds}; "
           f"{len(plan)} runs; backend {keras.backend.backend()}", flush=True)
@@ -542,12 +556,23 @@ def main(argv=None):
         print(f"[{number}/{len(plan)}] {config_name} seed {seed} fold {group}: UA "
               f"{result['ua']:.4f} WA {result['wa']:.4f} F1 {result['macro_f1']:.4f} "
               f"({result['train_seconds']:.0f} s)", flush=True)
+    return [summarize_recipe(args, tag, [c for c in args.configs if tags[c] == tag], plan,
+                             run_path, folds, argv)
+            for tag in dict.fromkeys(tags.values())]
+
+
+def summarize_recipe(args, tag, config_names, plan, run_path, folds, argv):
+    """Summarize every run of one recipe on disk into its summary file; the
+    planned runs of `config_names` not on disk are listed as missing."""
+    import keras
 
     # A planned run not on disk is being trained elsewhere, or --summarize-only.
-    missing = [os.path.basename(run_path(*run)) for run in plan
+    planned = [run for run in plan if run[0] in config_names]
+    missing = [os.path.basename(run_path(*run)) for run in planned
                if not os.path.isfile(run_path(*run))]
     # Every run of this recipe on disk, not only this command's plan, so that a
     # narrower command does not shrink the recipe's summary.
+    runs_dir = os.path.join(args.output, "runs")
     recorded = recorded_runs(runs_dir, f"{args.prefix}{args.model}_", f"_e{args.epochs}{tag}",
                              folds)
     results = []
@@ -557,7 +582,7 @@ def main(argv=None):
     summary = summarize(results)
     print_summary(summary)
     if missing:
-        print(f"{len(missing)} of the {len(plan)} planned runs are not on disk and not in "
+        print(f"{len(missing)} of the {len(planned)} planned runs are not on disk and not in "
               f"this summary, among them {missing[0]}", flush=True)
     # Run names always carry the epochs; the summary's only when they are not
     # 20, and the model's only when it is not the Conformer, so that the files
@@ -567,15 +592,15 @@ def main(argv=None):
     if args.model != "conformer":
         tag = f"_{args.model}{tag}"
     name = f"summary{tag}_quick.json" if args.quick else f"summary{tag}.json"
+    recipe = config_recipe(args, config_names[0])
     return write_report(os.path.join(args.output, name), __file__, argv,
                         backend=keras.backend.backend(), corpus=args.corpus, model=args.model,
-                        epochs=args.epochs, learning_rate=args.learning_rate,
+                        epochs=args.epochs, learning_rate=recipe.learning_rate,
                         dropout=args.dropout, normalize=args.normalize,
-                        recipe=dataclasses.asdict(args.recipe), model_options=args.model_options,
-                        folds=folds, seeds=args.seeds, configs=args.configs,
-                        planned_runs=len(plan), missing_runs=missing,
+                        recipe=dataclasses.asdict(recipe), model_options=args.model_options,
+                        folds=folds, seeds=args.seeds, configs=config_names,
+                        planned_runs=len(planned), missing_runs=missing,
                         summarized_runs=len(results), summary=summary)
-
 
 if __name__ == "__main__":
     main()

@@ -76,7 +76,7 @@ def main(argv=None):
 
     harness = accuracy.parse_args(["--model", args.model, "--configs", args.config,
                                    "--seeds", str(args.seed)])
-    tag = accuracy.recipe_tag(harness, training.default_learning_rate(args.model))
+    tag = accuracy.recipe_tag(harness, args.config)
     manifest = accuracy.load_corpus(harness)
     classes = datasets.class_names(manifest)
     folds = training.choose_folds(manifest, "all", synthetic=False)

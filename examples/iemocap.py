@@ -126,7 +126,7 @@ def parse_args(argv):
     # None, as the models take it (and as runs recorded it before "none" existed).
     args.hrf_norm = None if args.hrf_norm == "none" else args.hrf_norm
     if args.learning_rate is None:
-        args.learning_rate = training.default_learning_rate(args.model)
+        args.learning_rate = training.default_learning_rate(args.model, args.size)
     args.recipe = training.recipe_from_args(parser, args)
     training.check_data_arguments(parser, args)
     return args

@@ -114,7 +114,7 @@ def parse_args(argv):
     # SUPPRESS: the default depends on --model, so the help must not print "None".
     space.add_argument("--learning-rates", type=_list(float, "--learning-rates"),
                        default=argparse.SUPPRESS,
-                       metavar="LR,LR,...", help="default: the model's own rate ("
+                       metavar="LR,LR,...", help="default: the model's own rate at its size ("
                        f"{training.default_learning_rates_text()})")
     space.add_argument("--dropouts", type=_list(float, "--dropouts"), default=[0.1],
                        metavar="P,P,...")
@@ -138,7 +138,7 @@ def parse_args(argv):
     if args.model not in training.MODELS:
         parser.error(f"--model: unknown model {args.model!r}; choose one of {sorted(training.MODELS)}")
     if not hasattr(args, "learning_rates"):
-        args.learning_rates = [training.default_learning_rate(args.model)]
+        args.learning_rates = [training.default_learning_rate(args.model, args.size)]
     if args.tuner not in tuning.TUNERS:
         parser.error(f"--tuner: unknown tuner {args.tuner!r}; choose one of {sorted(tuning.TUNERS)}")
     for name in ("expansions", "hrf_targets", "hrf_norms", "learning_rates", "dropouts"):

@@ -20,6 +20,7 @@ import numpy as np
 
 from keras_hrf import datasets
 from keras_hrf import features as feature_lib
+from keras_hrf import recipe as recipe_lib
 from keras_hrf.atomic import atomic_path
 from keras_hrf.datasets.demo import DEMO_NOTICE
 from keras_hrf.datasets.demo import make_demo_corpus
@@ -27,10 +28,12 @@ from keras_hrf.models import Conformer
 from keras_hrf.models import ConvTransformer
 from keras_hrf.models import SpeechFormer
 from keras_hrf.recipe import DEFAULT_LEARNING_RATES  # noqa: F401 - re-exported
+from keras_hrf.recipe import LARGE_LEARNING_RATES  # noqa: F401 - re-exported
 from keras_hrf.recipe import RECIPE_ARGUMENTS  # noqa: F401
 from keras_hrf.recipe import Recipe  # noqa: F401
 from keras_hrf.recipe import add_recipe_arguments  # noqa: F401
 from keras_hrf.recipe import compile_for_training  # noqa: F401
+from keras_hrf.recipe import default_learning_rates_text  # noqa: F401
 from keras_hrf.recipe import recipe_from_args  # noqa: F401
 
 MODELS = {
@@ -41,15 +44,10 @@ MODELS = {
 
 
 
-def default_learning_rate(name):
-    """The AdamW learning rate to start from for a `--model` name."""
+def default_learning_rate(name, size="lite"):
+    """The AdamW learning rate to start from for a `--model` name and `--size`."""
     model_class(name)  # the error that lists the names
-    return DEFAULT_LEARNING_RATES[name]
-
-
-def default_learning_rates_text():
-    """`"conformer 0.001, convtransformer 0.001, speechformer 0.001"`, for --help."""
-    return ", ".join(f"{name} {rate:g}" for name, rate in DEFAULT_LEARNING_RATES.items())
+    return recipe_lib.default_learning_rate(name, size)
 
 
 def model_class(name):

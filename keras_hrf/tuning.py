@@ -162,7 +162,7 @@ class HRFHyperModel(keras_tuner.HyperModel):
             recipe (`benchmarks/RESULTS.md`). `(None,)` is the paper's space: HRF
             widths against the plain model.
         learning_rates, dropouts: Values to try; `learning_rates=None` is the
-            model's `training.default_learning_rate`.
+            model's `training.default_learning_rate` at its `size`.
         recipe: The `keras_hrf.recipe.Recipe` each trial trains with (its
             SpecAugment, optimizer, weight decay and schedule over
             `recipe.epochs`); default: the recipe's defaults. Its
@@ -197,7 +197,7 @@ class HRFHyperModel(keras_tuner.HyperModel):
         self.hrf_norms = _choices("hrf_norms", ["none" if n is None else n for n in hrf_norms],
                                   self._check_norm)
         if learning_rates is None:
-            learning_rates = (training.default_learning_rate(model),)
+            learning_rates = (training.default_learning_rate(model, size),)
         self.learning_rates = _choices("learning_rates", [float(v) for v in learning_rates],
                                        _number_check("learning_rates", 0, 1.0, False))
         self.dropouts = _choices("dropouts", [float(v) for v in dropouts],

@@ -72,7 +72,7 @@ def test_summarize_only_trains_nothing_and_lists_the_missing_runs(tmp_path):
     for config, ua in (("lite_plain", 0.5), ("lite_hrf4", 0.6)):
         (runs_dir / f"conformer_{config}_e40_seed0_fold03.json").write_text(
             json.dumps(_run(config, 0, "03", ua)))
-    report = accuracy.main(["--summarize-only", "--emodb", EMODB, "--output", str(tmp_path),
+    [report] = accuracy.main(["--summarize-only", "--emodb", EMODB, "--output", str(tmp_path),
                             "--configs", "lite_plain", "lite_hrf4", "--seeds", "0",
                             "--folds", "03,08"])
     assert sorted(os.listdir(runs_dir)) == ["conformer_lite_hrf4_e40_seed0_fold03.json",
@@ -97,7 +97,7 @@ def test_a_changed_recipe_names_its_own_runs_and_summary(tmp_path):
         json.dumps(_run("lite_plain", 0, "03", 0.5)))
     tuned = "conformer_lite_plain_e40_lr0.0003_dropout0.3_speakernorm_seed0_fold03.json"
     (runs_dir / tuned).write_text(json.dumps(_run("lite_plain", 0, "03", 0.7)))
-    report = accuracy.main(["--summarize-only", "--emodb", EMODB, "--output", str(tmp_path),
+    [report] = accuracy.main(["--summarize-only", "--emodb", EMODB, "--output", str(tmp_path),
                             "--configs", "lite_plain", "--seeds", "0", "--folds", "03",
                             "--learning-rate", "3e-4", "--dropout", "0.3",
                             "--normalize", "speaker"])
@@ -108,7 +108,7 @@ def test_a_changed_recipe_names_its_own_runs_and_summary(tmp_path):
     assert not (tmp_path / "summary_e40.json").exists()
     # Another number of epochs does not overwrite the default recipe's summary
     # either; 20 epochs, the first tables' length, keeps its unsuffixed name.
-    short = accuracy.main(["--summarize-only", "--emodb", EMODB, "--output", str(tmp_path),
+    [short] = accuracy.main(["--summarize-only", "--emodb", EMODB, "--output", str(tmp_path),
                            "--configs", "lite_plain", "--seeds", "0", "--folds", "03",
                            "--epochs", "20"])
     assert short["missing_runs"] == ["conformer_lite_plain_e20_seed0_fold03.json"]
@@ -166,7 +166,7 @@ def test_other_corpora_keep_their_runs_apart_and_name_every_recipe_change(tmp_pa
     name = "ravdess_speechformer_lite_plain_e40_sgd_wd0.0005_clip1_nospecaug_max4s" \
            "_layersperstage1-1-1-1_normalizefirstTrue_seed0_fold1.json"
     (output / "runs" / name).write_text(json.dumps(_run("lite_plain", 0, "1", 0.4)))
-    report = accuracy.main(
+    [report] = accuracy.main(
         ["--summarize-only", "--corpus", "ravdess", "--data-root", str(tmp_path / "ravdess"),
          "--output", str(output), "--model", "speechformer", "--configs", "lite_plain",
          "--seeds", "0", "--optimizer", "sgd", "--weight-decay", "5e-4", "--clipnorm", "1",
@@ -192,11 +192,38 @@ def test_a_manifest_gives_any_corpus_its_folds(tmp_path):
             write_tone(str(path))
             rows.append(f"{path},{label},{group},{group}")
     (tmp_path / "mine.csv").write_text("path,label,speaker,group\n" + "\n".join(rows) + "\n")
-    report = accuracy.main(["--summarize-only", "--manifest", str(tmp_path / "mine.csv"),
+    [report] = accuracy.main(["--summarize-only", "--manifest", str(tmp_path / "mine.csv"),
                             "--output", str(tmp_path / "out"), "--configs", "lite_plain",
                             "--seeds", "0"])
     assert report["corpus"] == "mine" and report["folds"] == ["north", "south", "west"]
     assert report["missing_runs"][0] == "mine_conformer_lite_plain_e40_seed0_foldnorth.json"
+
+
+def test_the_large_model_trains_at_its_own_rate_and_is_summarized_apart(tmp_path):
+    from fixtures import write_tone
+
+    accuracy = _load("accuracy")
+    rows = []
+    for group in ("north", "south"):
+        for label in ("calm", "loud"):
+            path = tmp_path / f"{group}_{label}.wav"
+            write_tone(str(path))
+            rows.append(f"{path},{label},{group},{group}")
+    (tmp_path / "mine.csv").write_text("path,label,speaker,group\n" + "\n".join(rows) + "\n")
+    command = ["--summarize-only", "--manifest", str(tmp_path / "mine.csv"), "--output",
+               str(tmp_path / "out"), "--configs", "lite_plain", "large_plain", "--seeds", "0",
+               "--folds", "north"]
+    lite, large = accuracy.main(command)
+    assert (lite["configs"], lite["learning_rate"]) == (["lite_plain"], 1e-3)
+    assert (large["configs"], large["learning_rate"]) == (["large_plain"], 3e-4)
+    assert large["recipe"]["learning_rate"] == 3e-4
+    assert large["missing_runs"] == ["mine_conformer_large_plain_e40_lr0.0003_seed0_foldnorth.json"]
+    assert (tmp_path / "out" / "summary_e40.json").is_file()
+    assert (tmp_path / "out" / "summary_e40_lr0.0003.json").is_file()
+    # One rate given: one recipe, named as before the sizes had their own rates.
+    [both] = accuracy.main(command + ["--learning-rate", "1e-3"])
+    assert both["configs"] == ["lite_plain", "large_plain"]
+    assert "mine_conformer_large_plain_e40_seed0_foldnorth.json" in both["missing_runs"]
 
 
 def test_a_run_stopped_after_an_epoch_resumes_there_with_its_whole_history(tmp_path, monkeypatch):
@@ -368,7 +395,7 @@ def test_the_summary_covers_every_run_of_the_recipe_not_only_the_plan(tmp_path):
             json.dumps(_run(config, seed, fold, ua)))
     (runs_dir / "conformer_lite_hrf4_e40_seed1_fold03.json").write_text(  # another recipe
         json.dumps(_run("lite_hrf4", 1, "03", 0.1)))
-    report = accuracy.main(["--summarize-only", "--emodb", EMODB, "--output", str(tmp_path),
+    [report] = accuracy.main(["--summarize-only", "--emodb", EMODB, "--output", str(tmp_path),
                             "--configs", "lite_plain", "--seeds", "0", "--folds", "03",
                             "--normalize", "speaker"])
     summary = report["summary"]

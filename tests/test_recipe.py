@@ -131,13 +131,18 @@ FLAGS = ["--epochs", "7", "--batch-size", "8", "--learning-rate", "3e-4", "--opt
 
 
 def test_the_example_and_the_benchmark_make_the_same_recipe_from_the_same_flags():
+    accuracy = _load("accuracy")
     example = _load_example("iemocap").parse_args(FLAGS)
-    benchmark = _load("accuracy").parse_args(FLAGS)
-    assert example.recipe == benchmark.recipe
+    benchmark = accuracy.parse_args(FLAGS)
+    assert example.recipe == accuracy.config_recipe(benchmark, "lite_plain")
     assert example.recipe.optimizer == "sgd" and example.recipe.max_seconds == 4.0
-    defaults = (_load_example("iemocap").parse_args([]), _load("accuracy").parse_args([]))
-    assert defaults[0].recipe == defaults[1].recipe
+    defaults = (_load_example("iemocap").parse_args([]), accuracy.parse_args([]))
+    assert defaults[0].recipe == accuracy.config_recipe(defaults[1], "lite_plain")
     assert defaults[0].recipe.learning_rate == 1e-3  # resolved to the Conformer's own
+    # Each size at its own rate, in the example as in the benchmark's large_plain.
+    large = _load_example("iemocap").parse_args(["--size", "large"])
+    assert large.recipe == accuracy.config_recipe(defaults[1], "large_plain")
+    assert large.recipe.learning_rate == 3e-4
     tuner = _load_example("tune_expansion").parse_args(
         [f for f in FLAGS if f not in ("--learning-rate", "3e-4")])
     assert tuner.recipe == Recipe(**{**vars(example.recipe), "learning_rate": None})
@@ -155,7 +160,9 @@ def test_build_model_adds_the_recipes_spec_augment_only():
 
 def test_compile_for_training_uses_the_models_rate_and_logs_ua():
     assert Recipe().peak_learning_rate("speechformer") == 1e-3
+    assert Recipe().peak_learning_rate("speechformer", "large") == 3e-4
     assert Recipe(learning_rate=3e-3).peak_learning_rate("speechformer") == 3e-3
+    assert Recipe(learning_rate=3e-3).peak_learning_rate("speechformer", "large") == 3e-3
     model = training.build_model("conformer", 3, 16, Recipe(epochs=2), model_dim=16,
                                  num_layers=1, num_heads=2, ffn_dim=32, kernel_size=3,
                                  subsampling_filters=4)

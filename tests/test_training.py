@@ -256,5 +256,10 @@ def test_default_learning_rate_per_model():
     assert training.default_learning_rate("speechformer") == 1e-3
     assert training.default_learning_rate("conformer") == 1e-3
     assert set(training.DEFAULT_LEARNING_RATES) == set(training.MODELS)
+    # The large models' rate, tuned on RAVDESS fold 1's validation (RESULTS.md).
+    assert training.default_learning_rate("speechformer", "large") == 3e-4
+    assert set(training.LARGE_LEARNING_RATES) == set(training.MODELS)
     with pytest.raises(ValueError, match=r"Unknown model 'wavenet'"):
         training.default_learning_rate("wavenet")
+    with pytest.raises(ValueError, match=r"Unknown size 'huge'"):
+        training.default_learning_rate("conformer", "huge")

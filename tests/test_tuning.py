@@ -468,6 +468,8 @@ def test_learning_rate_defaults_to_the_models_own():
     assert tuning.HRFHyperModel(4, model="speechformer").learning_rates == [1e-3]
     assert tuning.HRFHyperModel(4, model="conformer").learning_rates == [1e-3]
     assert tuning.HRFHyperModel(4, model="speechformer", learning_rates=(3e-4,)).learning_rates == [3e-4]
+    assert tuning.HRFHyperModel(4, model="conformer", size="large").learning_rates == [3e-4]
     example = _load_example("tune_expansion")
     assert example.parse_args(["--model", "speechformer"]).learning_rates == [1e-3]
+    assert example.parse_args(["--size", "large"]).learning_rates == [3e-4]
     assert example.parse_args(["--learning-rates", "1e-3,3e-4"]).learning_rates == [1e-3, 3e-4]
