@@ -30,7 +30,6 @@ from keras_hrf.metrics import UnweightedAccuracy
 # trained at 3e-4.
 DEFAULT_LEARNING_RATES = {"conformer": 1e-3, "convtransformer": 1e-3, "speechformer": 1e-3}
 LARGE_LEARNING_RATES = {"conformer": 3e-4, "convtransformer": 3e-4, "speechformer": 3e-4}
-SIZES = ("lite", "large")
 
 OPTIMIZERS = ("adamw", "sgd")
 
@@ -169,7 +168,7 @@ def default_learning_rate(model_name, size="lite"):
     """The peak AdamW rate the recipe starts `model_name` at, for its `size`."""
     rates = {"lite": DEFAULT_LEARNING_RATES, "large": LARGE_LEARNING_RATES}
     if size not in rates:
-        raise ValueError(f"Unknown size {size!r}; choose one of {list(SIZES)}")
+        raise ValueError(f"Unknown size {size!r}; choose one of {list(rates)}")
     try:
         return rates[size][model_name]
     except KeyError:
