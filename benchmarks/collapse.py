@@ -68,7 +68,7 @@ def main(argv=None):
             if args.model == "speechformer" else options.update(model_dim=16, num_layers=1,
                                                                 num_heads=2)
     if args.learning_rate is None:
-        args.learning_rate = training.default_learning_rate(args.model)
+        args.learning_rate = training.default_learning_rate(args.model, options.get("size", "lite"))
     recipe = training.recipe_from_args(parser, args)
 
     import keras
