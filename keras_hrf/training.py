@@ -20,7 +20,6 @@ import numpy as np
 
 from keras_hrf import datasets
 from keras_hrf import features as feature_lib
-from keras_hrf import recipe as recipe_lib
 from keras_hrf.atomic import atomic_path
 from keras_hrf.datasets.demo import DEMO_NOTICE
 from keras_hrf.datasets.demo import make_demo_corpus
@@ -33,6 +32,7 @@ from keras_hrf.recipe import RECIPE_ARGUMENTS  # noqa: F401
 from keras_hrf.recipe import Recipe  # noqa: F401
 from keras_hrf.recipe import add_recipe_arguments  # noqa: F401
 from keras_hrf.recipe import compile_for_training  # noqa: F401
+from keras_hrf.recipe import default_learning_rate  # noqa: F401
 from keras_hrf.recipe import default_learning_rates_text  # noqa: F401
 from keras_hrf.recipe import recipe_from_args  # noqa: F401
 
@@ -42,12 +42,6 @@ MODELS = {
     "speechformer": SpeechFormer,
 }
 
-
-
-def default_learning_rate(name, size="lite"):
-    """The AdamW learning rate to start from for a `--model` name and `--size`."""
-    model_class(name)  # the error that lists the names
-    return recipe_lib.default_learning_rate(name, size)
 
 
 def model_class(name):

@@ -170,6 +170,12 @@ def test_compile_for_training_uses_the_models_rate_and_logs_ua():
                                     model_name="conformer")
     schedule = model.optimizer._learning_rate
     assert float(keras.ops.convert_to_numpy(schedule(1))) == pytest.approx(1e-3)  # warm-up 1
+    large = recipe_lib.compile_for_training(
+        training.build_model("conformer", 3, 16, Recipe(epochs=2), model_dim=16, num_layers=1,
+                             num_heads=2, ffn_dim=32, kernel_size=3, subsampling_filters=4),
+        3, Recipe(epochs=2), steps_per_epoch=5, model_name="conformer", size="large")
+    assert float(keras.ops.convert_to_numpy(large.optimizer._learning_rate(1))) == \
+        pytest.approx(3e-4)
     x = np.random.default_rng(0).normal(size=(4, 60, 16)).astype("float32")
     history = model.fit(x, np.array([0, 1, 2, 0]), epochs=1, batch_size=4, verbose=0)
     assert "ua" in history.history and np.isfinite(history.history["loss"][0])
