@@ -36,6 +36,29 @@ def _seed_and_policy():
     keras.config.set_dtype_policy(policy)
 
 
+# Tests of process mechanics: a SIGKILL then the same command resumed, KerasTuner's
+# chief and workers over loopback. What they check lives in files and processes,
+# not in a backend's arithmetic (each backend's training, saving and in-process
+# resume are tested elsewhere), and each starts three or four Python processes.
+# They run on one backend: the one that starts fastest.
+PROCESS_MECHANICS_BACKEND = "torch"
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", f"process_mechanics: runs on the {PROCESS_MECHANICS_BACKEND} backend only")
+
+
+def pytest_collection_modifyitems(config, items):
+    if keras.backend.backend() == PROCESS_MECHANICS_BACKEND:
+        return
+    skip = pytest.mark.skip(reason=f"process mechanics: tested once, on the "
+                                   f"{PROCESS_MECHANICS_BACKEND} backend")
+    for item in items:
+        if item.get_closest_marker("process_mechanics"):
+            item.add_marker(skip)
+
+
 @pytest.fixture
 def backend():
     return keras.backend.backend()

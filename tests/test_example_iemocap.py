@@ -179,13 +179,13 @@ def _run_example(args, env_backend):
                             stderr=subprocess.STDOUT, text=True)
 
 
+@pytest.mark.process_mechanics
 def test_a_killed_run_resumes_where_it_stopped(tmp_path, backend):
     """SIGKILL after the first epoch's backup, run the same command again: it
     goes on from epoch 2 with the best score it had; a third run reuses the
     finished fold without training."""
     output = tmp_path / "run"
-    # The lite SpeechFormer: the resume is the model's business not at all, and
-    # it traces in half the Conformer's time on TensorFlow.
+    # The lite SpeechFormer, the quickest to build: the resume is not the model's business.
     args = ["--model", "speechformer", "--epochs", "3", "--hrf-expansion", "2",
             "--output", str(output),
             "--deploy-formats", "none"]  # exports are tested on the `run` fixture

@@ -305,6 +305,7 @@ def _trial_status(output, trial_id):
     return json.loads(path.read_text())["status"] if path.is_file() else None
 
 
+@pytest.mark.process_mechanics
 def test_a_killed_search_resumes_without_losing_a_finished_trial(tmp_path, backend):
     output = tmp_path / "tune"
     args = [*TINY, "--max-trials", "3", "--expansions", "0,1,2", "--hrf-norms", "none",
@@ -416,6 +417,7 @@ def _free_port():
         return handle.getsockname()[1]
 
 
+@pytest.mark.process_mechanics
 def test_chief_and_two_workers_on_loopback_survive_a_killed_worker(tmp_path, backend):
     """KerasTuner's own oracle service: a chief and workers tuner0/tuner1 on
     127.0.0.1. tuner1 is killed during its trial and started again with the
