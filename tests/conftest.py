@@ -6,9 +6,9 @@ import os
 # again on a cold compilation cache, as CI's is). Set before Keras starts a
 # backend; the examples run as subprocesses inherit them. What is computed is the same.
 _FAST_COMPILE_FLAGS = ("--xla_backend_optimization_level=0", "--xla_cpu_use_fusion_emitters=false")
-os.environ["XLA_FLAGS"] = " ".join(filter(None, [os.environ.get("XLA_FLAGS"), *(
-    flag for flag in _FAST_COMPILE_FLAGS
-    if flag.split("=")[0] not in os.environ.get("XLA_FLAGS", ""))]))
+_user_flags = os.environ.get("XLA_FLAGS", "")  # a flag the user set wins
+os.environ["XLA_FLAGS"] = " ".join([_user_flags, *(
+    flag for flag in _FAST_COMPILE_FLAGS if flag.split("=")[0] not in _user_flags)]).strip()
 
 # JAX's persistent compilation cache, shared by the tests, their xdist workers
 # and the examples they run as subprocesses: the same tiny models compile for
