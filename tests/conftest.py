@@ -59,6 +59,28 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+# Test modules whose module fixtures train a model (the example's demo run, the
+# deployment tests' model). pytest-xdist's default schedule (`-n 2`) spreads a
+# module's tests over both workers, and each builds the fixture: TensorFlow's
+# demo run, 200 s, twice. These modules go to one worker each, whole; every
+# other test is still handed out one at a time.
+MODULES_WITH_TRAINED_FIXTURES = ("test_example_iemocap.py", "test_deploy.py")
+
+
+@pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook: absent without it
+def pytest_xdist_make_scheduler(config, log):
+    if config.getvalue("dist") != "load":
+        return None  # the user chose a schedule
+    from xdist.scheduler import LoadScopeScheduling
+
+    class OneWorkerPerTrainedFixture(LoadScopeScheduling):
+        def _split_scope(self, nodeid):
+            path = nodeid.split("::", 1)[0]
+            return path if os.path.basename(path) in MODULES_WITH_TRAINED_FIXTURES else nodeid
+
+    return OneWorkerPerTrainedFixture(config, log)
+
+
 @pytest.fixture
 def backend():
     return keras.backend.backend()
